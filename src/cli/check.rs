@@ -1,0 +1,100 @@
+//! `opamp-gitops check`: compiles a config repository exactly as `serve` would and reports every
+//! diagnostic, for humans, machines or GitHub annotations.
+
+use super::{exit, read_repo_dir};
+use crate::diagnostics::Diagnostic;
+use crate::repo::{compile, CompileOptions, Summary};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Github,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CheckArgs {
+    /// The config repository directory.
+    #[arg(default_value = super::DEFAULT_REPO_DIR)]
+    pub dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "human")]
+    pub format: Format,
+    /// Rewrite the golden files of sample agents with what they render now.
+    #[arg(long)]
+    pub update: bool,
+}
+
+pub fn run(args: &CheckArgs) -> i32 {
+    let snapshot = match read_repo_dir(&args.dir) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let options = CompileOptions { update_goldens: args.update };
+    let output = compile(&snapshot, snapshot.digest(), &options);
+    if args.update {
+        if let Err(code) = write_goldens(&args.dir, &output.golden_updates) {
+            return code;
+        }
+    }
+    let diagnostics: Vec<Diagnostic> = output.diagnostics.iter().map(|d| d.relative_to(&args.dir)).collect();
+    print_report(args.format, &diagnostics, &output.summary);
+    if output.summary.errors > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
+}
+
+fn write_goldens(dir: &Path, updates: &std::collections::BTreeMap<String, String>) -> Result<(), i32> {
+    for (path, content) in updates {
+        let target = dir.join(path);
+        let result = target
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|()| std::fs::write(&target, content));
+        if let Err(e) = result {
+            eprintln!("error: cannot write golden file `{}`: {e}", target.display());
+            return Err(exit::FAILED);
+        }
+        eprintln!("wrote {}", target.display());
+    }
+    Ok(())
+}
+
+pub fn print_report(format: Format, diagnostics: &[Diagnostic], summary: &Summary) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let _ = match format {
+        Format::Human => {
+            for d in diagnostics {
+                let _ = writeln!(out, "{}", d.human());
+            }
+            writeln!(out, "{}", summary_line(summary))
+        }
+        Format::Github => {
+            for d in diagnostics {
+                let _ = writeln!(out, "{}", d.github());
+            }
+            writeln!(out, "{}", summary_line(summary))
+        }
+        Format::Json => {
+            let report = serde_json::json!({
+                "ok": summary.errors == 0,
+                "summary": summary,
+                "diagnostics": diagnostics,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default())
+        }
+    };
+}
+
+fn summary_line(s: &Summary) -> String {
+    format!(
+        "checked {} rules, {} templates, {} sample agents: {} errors, {} warnings",
+        s.rules, s.templates, s.agents, s.errors, s.warnings
+    )
+}

@@ -1,0 +1,29 @@
+//! The subcommands behind the `opamp-gitops` binary, each a function from parsed arguments to an
+//! exit code, so tests can call them in-process.
+
+pub mod check;
+pub mod render;
+
+use crate::repo::Snapshot;
+use std::path::Path;
+
+pub const DEFAULT_REPO_DIR: &str = "./example-config-repo";
+
+/// Exit codes shared by `check` and `render`.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const USAGE: i32 = 2;
+}
+
+/// Reads a repository directory, or explains on stderr why it cannot (a usage error).
+pub fn read_repo_dir(dir: &Path) -> Result<Snapshot, i32> {
+    if !dir.is_dir() {
+        eprintln!("error: config repository `{}` is not a directory", dir.display());
+        return Err(exit::USAGE);
+    }
+    Snapshot::from_dir(dir).map_err(|e| {
+        eprintln!("error: cannot read `{}`: {e}", dir.display());
+        exit::USAGE
+    })
+}

@@ -1,0 +1,28 @@
+//! The `opamp-gitops` command line: parses arguments and hands them to the library.
+
+use clap::{Parser, Subcommand};
+use opamp_gitops::cli;
+
+#[derive(Parser)]
+#[command(name = "opamp-gitops", version, about = "Keeps a fleet of OpenTelemetry Collectors configured from a git repository, over OpAMP")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile a config repository as the server would, and report every problem.
+    Check(cli::check::CheckArgs),
+    /// Print the rule, hash and config files an agent with these attributes gets.
+    Render(cli::render::RenderArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match &cli.command {
+        Command::Check(args) => cli::check::run(args),
+        Command::Render(args) => cli::render::run(args),
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,277 @@
+//! Snapshot → revision: the one gate both `check` and `serve` go through. A snapshot compiles
+//! when fleet.yaml and every template compile and every sample agent renders, validates, matches
+//! its expected rule and its golden files. Anything less is a list of diagnostics and no revision.
+
+use super::fleet::{Fleet, RuleOutput, FLEET_FILE};
+use super::render::{Desired, DesiredConfig, Revision};
+use super::samples::{self, GoldenSpec, Sample};
+use super::snapshot::Snapshot;
+use super::template::{Templates, TEMPLATES_DIR};
+use super::validate::Validator;
+use crate::diagnostics::Diagnostic;
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Default)]
+pub struct CompileOptions {
+    /// Instead of comparing golden files, return their new contents.
+    pub update_goldens: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub rules: usize,
+    pub templates: usize,
+    pub agents: usize,
+    pub errors: usize,
+    pub warnings: usize,
+}
+
+pub struct CompileOutput {
+    /// Present exactly when there are no errors.
+    pub revision: Option<Arc<Revision>>,
+    /// Present when fleet.yaml, templates and schemas compile, whatever the sample agents say:
+    /// enough to render (the `render` command), never to serve.
+    pub renderable: Option<Arc<Revision>>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub summary: Summary,
+    /// Golden path → new content (with `update_goldens`).
+    pub golden_updates: BTreeMap<String, String>,
+    /// For each sample agent, the rule it got (None: unmanaged or failed).
+    pub sample_rules: BTreeMap<String, Option<String>>,
+}
+
+impl CompileOutput {
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+}
+
+pub fn compile(snapshot: &Snapshot, id: impl Into<String>, options: &CompileOptions) -> CompileOutput {
+    let mut diagnostics = Vec::new();
+    let mut output = CompileOutput {
+        revision: None,
+        renderable: None,
+        diagnostics: Vec::new(),
+        summary: Summary::default(),
+        golden_updates: BTreeMap::new(),
+        sample_rules: BTreeMap::new(),
+    };
+
+    let fleet = match snapshot.get(FLEET_FILE) {
+        None => {
+            diagnostics.push(Diagnostic::error("fleet.yaml not found at the repository root").in_file(FLEET_FILE));
+            None
+        }
+        Some(body) => match std::str::from_utf8(body) {
+            Err(_) => {
+                diagnostics.push(Diagnostic::error("fleet.yaml is not valid UTF-8").in_file(FLEET_FILE));
+                None
+            }
+            Ok(text) => match Fleet::parse(text) {
+                Ok(fleet) => Some(fleet),
+                Err(errors) => {
+                    diagnostics.extend(errors);
+                    None
+                }
+            },
+        },
+    };
+    let (templates, template_errors) = Templates::compile(snapshot);
+    diagnostics.extend(template_errors);
+    let (validator, schema_errors) = Validator::compile(snapshot);
+    diagnostics.extend(schema_errors);
+    output.summary.templates = templates.names().count();
+
+    if let Some(fleet) = &fleet {
+        output.summary.rules = fleet.rules.len();
+        for rule in &fleet.rules {
+            for template in rule.output.files().values() {
+                if !templates.contains(template) && !snapshot.contains(&format!("{TEMPLATES_DIR}/{template}")) {
+                    diagnostics.push(
+                        Diagnostic::error(format!("template `{template}` not found in {TEMPLATES_DIR}/"))
+                            .in_file(FLEET_FILE)
+                            .at(Some(rule.template_line), None)
+                            .for_rule(&rule.name),
+                    );
+                }
+            }
+        }
+        for name in unused_templates(fleet, &templates) {
+            diagnostics.push(
+                Diagnostic::warning(format!("template `{name}` is not used by any rule"))
+                    .in_file(format!("{TEMPLATES_DIR}/{name}")),
+            );
+        }
+    }
+
+    let (samples, sample_errors) = samples::load(snapshot);
+    diagnostics.extend(sample_errors);
+    output.summary.agents = samples.len();
+
+    let blocked = diagnostics.iter().any(Diagnostic::is_error);
+    if let (Some(fleet), false) = (fleet, blocked) {
+        let revision = Arc::new(Revision::new(id.into(), fleet, templates, validator));
+        let mut exercised = BTreeSet::new();
+        for sample in &samples {
+            let rule = check_sample(&revision, snapshot, sample, options, &mut diagnostics, &mut output.golden_updates);
+            if let Some(rule) = &rule {
+                exercised.insert(rule.clone());
+            }
+            output.sample_rules.insert(sample.file.clone(), rule);
+        }
+        for rule in &revision.fleet.rules {
+            if !exercised.contains(&rule.name) {
+                diagnostics.push(
+                    Diagnostic::warning(format!("no sample agent in {}/ exercises rule `{}`", samples::AGENTS_DIR, rule.name))
+                        .in_file(FLEET_FILE)
+                        .at(Some(rule.line), None)
+                        .for_rule(&rule.name),
+                );
+            }
+        }
+        if !diagnostics.iter().any(Diagnostic::is_error) {
+            output.revision = Some(revision.clone());
+        }
+        output.renderable = Some(revision);
+    }
+    output.summary.errors = diagnostics.iter().filter(|d| d.is_error()).count();
+    output.summary.warnings = diagnostics.len() - output.summary.errors;
+    output.diagnostics = diagnostics;
+    output
+}
+
+/// Renders one sample agent through the same path as a live agent and checks what it expects.
+/// Returns the rule it got when it rendered.
+fn check_sample(
+    revision: &Revision,
+    snapshot: &Snapshot,
+    sample: &Sample,
+    options: &CompileOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+    golden_updates: &mut BTreeMap<String, String>,
+) -> Option<String> {
+    let agent = Arc::new(sample.agent.clone());
+    let desired = revision.desired(&agent);
+    let got_rule = desired.rule().map(str::to_owned);
+    if let Some(expected) = &sample.expect_rule {
+        if got_rule.as_deref() != Some(expected.as_str()) {
+            let got = got_rule.as_deref().map(|r| format!("rule `{r}`")).unwrap_or_else(|| "no rule".into());
+            diagnostics.push(
+                Diagnostic::error(format!("sample agent expects rule `{expected}` but matches {got}"))
+                    .in_file(&sample.file)
+                    .for_agent(sample.name()),
+            );
+        }
+    }
+    let config = match desired {
+        Desired::Unmanaged => return None,
+        Desired::Invalid { diagnostics: found, .. } => {
+            diagnostics.extend(found.iter().map(|d| d.clone().for_agent(sample.name())));
+            return got_rule;
+        }
+        Desired::Config(config) => config,
+    };
+    if let Some(golden) = &sample.expect_config {
+        check_golden(revision, snapshot, sample, &config, golden, options, diagnostics, golden_updates);
+    }
+    got_rule
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_golden(
+    revision: &Revision,
+    snapshot: &Snapshot,
+    sample: &Sample,
+    config: &DesiredConfig,
+    golden: &GoldenSpec,
+    options: &CompileOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+    golden_updates: &mut BTreeMap<String, String>,
+) {
+    let pairs: Vec<(String, String)> = match (golden, revision.fleet.rules.iter().find(|r| r.name == config.rule).map(|r| &r.output)) {
+        (GoldenSpec::One(path), _) if config.files.len() == 1 => {
+            vec![(config.files.keys().next().cloned().unwrap_or_default(), path.clone())]
+        }
+        (GoldenSpec::Files(map), Some(RuleOutput::Files(_))) => map.iter().map(|(f, p)| (f.clone(), p.clone())).collect(),
+        _ => {
+            diagnostics.push(
+                Diagnostic::error(format!(
+                    "`expect.config` must be one path for a `template` rule and a map of file name to path for a `files` rule (rule `{}` renders {} file(s))",
+                    config.rule,
+                    config.files.len()
+                ))
+                .in_file(&sample.file)
+                .for_agent(sample.name()),
+            );
+            return;
+        }
+    };
+    for (file, path) in pairs {
+        let Some(body) = config.files.get(&file) else {
+            diagnostics.push(
+                Diagnostic::error(format!("rule `{}` renders no file `{file}`", config.rule))
+                    .in_file(&sample.file)
+                    .for_agent(sample.name()),
+            );
+            continue;
+        };
+        let rendered = String::from_utf8_lossy(body).into_owned();
+        if options.update_goldens {
+            golden_updates.insert(path, rendered);
+            continue;
+        }
+        let Some(expected) = snapshot.get(&path) else {
+            diagnostics.push(
+                Diagnostic::error(format!("golden file `{path}` does not exist (run `opamp-gitops check --update` to write it)"))
+                    .in_file(&sample.file)
+                    .for_agent(sample.name())
+                    .for_rule(&config.rule),
+            );
+            continue;
+        };
+        let expected = String::from_utf8_lossy(expected);
+        if expected != rendered {
+            let diff = similar::TextDiff::from_lines(expected.as_ref(), rendered.as_str())
+                .unified_diff()
+                .context_radius(2)
+                .header(&path, &format!("rendered {file}"))
+                .to_string();
+            let line = first_difference_line(&expected, &rendered);
+            diagnostics.push(
+                Diagnostic::error(format!(
+                    "rendered `{file}` differs from golden file (run `opamp-gitops check --update` to accept):\n{diff}"
+                ))
+                .in_file(&path)
+                .at(Some(line), None)
+                .for_agent(sample.name())
+                .for_rule(&config.rule),
+            );
+        }
+    }
+}
+
+fn first_difference_line(a: &str, b: &str) -> usize {
+    a.lines()
+        .zip(b.lines())
+        .position(|(x, y)| x != y)
+        .unwrap_or_else(|| a.lines().count().min(b.lines().count()))
+        + 1
+}
+
+/// Templates no rule names, directly or through an include, import or extends of a used one.
+fn unused_templates(fleet: &Fleet, templates: &Templates) -> Vec<String> {
+    let mut used: BTreeSet<String> = fleet.rules.iter().flat_map(|r| r.output.files().into_values()).collect();
+    let mut frontier: Vec<String> = used.iter().cloned().collect();
+    while let Some(name) = frontier.pop() {
+        let Some(source) = templates.source(&name) else { continue };
+        for other in templates.names() {
+            if !used.contains(other) && (source.contains(&format!("\"{other}\"")) || source.contains(&format!("'{other}'"))) {
+                used.insert(other.to_owned());
+                frontier.push(other.to_owned());
+            }
+        }
+    }
+    templates.names().filter(|n| !used.contains(*n)).map(str::to_owned).collect()
+}

@@ -1,0 +1,276 @@
+//! `fleet.yaml`: default vars and the ordered rules that decide which template each agent gets.
+//! Parsing is strict (unknown keys, duplicate rule names and malformed selectors are errors) and
+//! every error names the line it is about.
+
+use super::selector::{Pattern, Selector};
+use crate::diagnostics::Diagnostic;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use serde_saphyr::Spanned;
+use std::collections::{BTreeMap, HashSet};
+
+pub const FLEET_FILE: &str = "fleet.yaml";
+
+/// The file name a single-`template` rule renders into.
+pub const DEFAULT_CONFIG_FILE: &str = "collector.yaml";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFleet {
+    #[serde(default)]
+    defaults: Option<RawDefaults>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDefaults {
+    #[serde(default)]
+    vars: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: Spanned<String>,
+    #[serde(rename = "match")]
+    selector: Spanned<Option<Map<String, Value>>>,
+    #[serde(default)]
+    template: Option<Spanned<String>>,
+    #[serde(default)]
+    files: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    vars: Option<Map<String, Value>>,
+}
+
+/// What a rule renders: one template as `collector.yaml`, or several named files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleOutput {
+    Template(String),
+    Files(BTreeMap<String, String>),
+}
+
+impl RuleOutput {
+    /// Config-file name → template name.
+    pub fn files(&self) -> BTreeMap<String, String> {
+        match self {
+            RuleOutput::Template(t) => BTreeMap::from([(DEFAULT_CONFIG_FILE.to_owned(), t.clone())]),
+            RuleOutput::Files(files) => files.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    /// Line of the rule's `name` in fleet.yaml.
+    pub line: usize,
+    /// Line of the template reference(s).
+    pub template_line: usize,
+    pub selector: Selector,
+    pub output: RuleOutput,
+    /// The rule's vars deep-merged over `defaults.vars`.
+    pub vars: Value,
+}
+
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    pub rules: Vec<Rule>,
+}
+
+impl Fleet {
+    /// The first rule whose selector holds for these attributes.
+    pub fn rule_for(&self, attributes: &BTreeMap<String, String>) -> Option<(usize, &Rule)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, rule)| rule.selector.matches(attributes))
+    }
+
+    pub fn parse(source: &str) -> Result<Fleet, Vec<Diagnostic>> {
+        let raw: RawFleet = serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(FLEET_FILE, &e)])?;
+        let defaults = Value::Object(raw.defaults.and_then(|d| d.vars).unwrap_or_default());
+        let mut errors = Vec::new();
+        let mut seen = HashSet::new();
+        let mut rules = Vec::new();
+        for spanned in raw.rules {
+            let raw_rule = spanned.value;
+            let line = raw_rule.name.referenced.line() as usize;
+            let name = raw_rule.name.value.clone();
+            let at = |message: String, line: usize| {
+                Diagnostic::error(message)
+                    .in_file(FLEET_FILE)
+                    .at(Some(line), None)
+                    .for_rule(name.clone())
+            };
+            if name.trim().is_empty() {
+                errors.push(at("a rule needs a non-empty name".into(), line));
+                continue;
+            }
+            if !seen.insert(name.clone()) {
+                errors.push(at(format!("duplicate rule name `{name}`"), line));
+                continue;
+            }
+            let selector_line = raw_rule.selector.referenced.line() as usize;
+            let selector = match parse_selector(raw_rule.selector.value.unwrap_or_default()) {
+                Ok(s) => s,
+                Err(message) => {
+                    errors.push(at(message, selector_line));
+                    continue;
+                }
+            };
+            let (output, template_line) = match (raw_rule.template, raw_rule.files) {
+                (Some(t), None) => (RuleOutput::Template(t.value), t.referenced.line() as usize),
+                (None, Some(f)) if !f.value.is_empty() => {
+                    (RuleOutput::Files(f.value), f.referenced.line() as usize)
+                }
+                (None, Some(f)) => {
+                    errors.push(at("`files` must name at least one file".into(), f.referenced.line() as usize));
+                    continue;
+                }
+                (Some(_), Some(_)) => {
+                    errors.push(at(format!("rule `{name}` has both `template` and `files`; give exactly one"), line));
+                    continue;
+                }
+                (None, None) => {
+                    errors.push(at(format!("rule `{name}` has neither `template` nor `files`; give exactly one"), line));
+                    continue;
+                }
+            };
+            let mut vars = defaults.clone();
+            deep_merge(&mut vars, Value::Object(raw_rule.vars.unwrap_or_default()));
+            rules.push(Rule { name, line, template_line, selector, output, vars });
+        }
+        if errors.is_empty() {
+            Ok(Fleet { rules })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn parse_selector(map: Map<String, Value>) -> Result<Selector, String> {
+    let mut terms = BTreeMap::new();
+    for (key, value) in map {
+        let patterns = match value {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|item| scalar_text(&item).map(Pattern::new))
+                .collect::<Option<Vec<_>>>(),
+            other => scalar_text(&other).map(|s| vec![Pattern::new(s)]),
+        };
+        match patterns {
+            Some(p) if !p.is_empty() => {
+                terms.insert(key, p);
+            }
+            Some(_) => return Err(format!("`match.{key}` is an empty list: it would match no agent")),
+            None => {
+                return Err(format!(
+                    "`match.{key}` must be a string or a list of strings (agent attributes are compared as text)"
+                ))
+            }
+        }
+    }
+    Ok(Selector::new(terms))
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Objects merge key by key; anything else in `overlay` replaces what `base` had.
+pub fn deep_merge(base: &mut Value, overlay: Value) {
+    match (base, overlay) {
+        (Value::Object(base), Value::Object(overlay)) => {
+            for (k, v) in overlay {
+                match base.get_mut(&k) {
+                    Some(existing) => deep_merge(existing, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, overlay) => *base = overlay,
+    }
+}
+
+/// A YAML parse error as a diagnostic at its line and column.
+pub fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
+    let location = error.location();
+    let message = strip_location_suffix(&error.to_string());
+    Diagnostic::error(message).in_file(file).at(
+        location.as_ref().map(|l| l.line() as usize).filter(|&l| l > 0),
+        location.as_ref().map(|l| l.column() as usize).filter(|&c| c > 0),
+    )
+}
+
+/// serde-saphyr appends "at line N column M" and a snippet to its messages; the diagnostic
+/// carries the position itself, so keep only the first line of the message.
+fn strip_location_suffix(message: &str) -> String {
+    let first = message.lines().next().unwrap_or(message).trim();
+    first.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_are_deep_merged_over_defaults() {
+        let fleet = Fleet::parse(
+            "defaults:\n  vars: {a: 1, nested: {x: 1, y: 2}}\nrules:\n  - name: r\n    match: {}\n    template: t.j2\n    vars: {nested: {y: 3}, b: 2}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            fleet.rules[0].vars,
+            serde_json::json!({"a": 1, "b": 2, "nested": {"x": 1, "y": 3}})
+        );
+    }
+
+    #[test]
+    fn first_matching_rule_wins() {
+        let fleet = Fleet::parse(
+            "rules:\n  - name: prod\n    match: {environment: production}\n    template: a.j2\n  - name: all\n    match: {}\n    template: b.j2\n",
+        )
+        .unwrap();
+        let attrs = BTreeMap::from([("environment".to_string(), "production".to_string())]);
+        assert_eq!(fleet.rule_for(&attrs).unwrap().1.name, "prod");
+        assert_eq!(fleet.rule_for(&BTreeMap::new()).unwrap().1.name, "all");
+    }
+
+    #[test]
+    fn duplicate_names_are_reported_at_their_line() {
+        let errors = Fleet::parse(
+            "rules:\n  - name: a\n    match: {}\n    template: a.j2\n  - name: a\n    match: {}\n    template: a.j2\n",
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, Some(5));
+        assert!(errors[0].message.contains("duplicate rule name `a`"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let errors = Fleet::parse("rules:\n  - name: a\n    match: {}\n    tempalte: a.j2\n").unwrap_err();
+        assert_eq!(errors[0].line, Some(4), "{errors:?}");
+        assert!(errors[0].message.contains("tempalte"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_rule_needs_exactly_one_of_template_and_files() {
+        let both = Fleet::parse(
+            "rules:\n  - name: a\n    match: {}\n    template: a.j2\n    files: {x.yaml: b.j2}\n",
+        )
+        .unwrap_err();
+        assert!(both[0].message.contains("both"));
+        let neither = Fleet::parse("rules:\n  - name: a\n    match: {}\n").unwrap_err();
+        assert!(neither[0].message.contains("neither"));
+    }
+}

@@ -1,0 +1,226 @@
+//! A compiled revision and the desired config of an agent under it: pick the rule, render its
+//! templates, hash, then validate only renders whose hash this revision has not seen. Renders
+//! are memoised by the agent fields they read, validation verdicts by hash.
+
+use super::agent::{AgentInfo, ReadKey, ReadLog};
+use super::fleet::{deep_merge, yaml_error, Fleet, Rule};
+use super::hash::{config_hash, ConfigHash};
+use super::locate::{line_offset, locate_path, template_line};
+use super::template::{template_error, RenderContext, Templates, TEMPLATES_DIR};
+use super::validate::Validator;
+use crate::diagnostics::Diagnostic;
+use bytes::Bytes;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// A validated config for an agent: what the server sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredConfig {
+    pub rule: String,
+    /// Config-file name → rendered body.
+    pub files: BTreeMap<String, Bytes>,
+    pub hash: ConfigHash,
+}
+
+impl DesiredConfig {
+    pub fn hash_hex(&self) -> String {
+        hex::encode(self.hash)
+    }
+}
+
+/// What the current revision wants an agent to run.
+#[derive(Debug, Clone)]
+pub enum Desired {
+    /// No rule matches: the agent gets no remote config.
+    Unmanaged,
+    Config(Arc<DesiredConfig>),
+    /// The rule's render failed or did not validate: the agent keeps what it runs.
+    Invalid { rule: String, diagnostics: Arc<Vec<Diagnostic>> },
+}
+
+impl Desired {
+    pub fn rule(&self) -> Option<&str> {
+        match self {
+            Desired::Unmanaged => None,
+            Desired::Config(c) => Some(&c.rule),
+            Desired::Invalid { rule, .. } => Some(rule),
+        }
+    }
+}
+
+type Verdict = Result<(), Arc<Vec<Diagnostic>>>;
+
+#[derive(Default)]
+struct RuleMemo {
+    /// One group per distinct set of fields renders of this rule have read.
+    groups: Vec<(ReadLog, HashMap<ReadKey, Desired>)>,
+}
+
+/// An immutable, compiled config repository at one revision.
+pub struct Revision {
+    pub id: String,
+    pub fleet: Fleet,
+    pub(super) templates: Templates,
+    pub(super) validator: Validator,
+    memo: Vec<Mutex<RuleMemo>>,
+    verdicts: Mutex<HashMap<ConfigHash, Verdict>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Revision {
+    pub(super) fn new(id: String, fleet: Fleet, templates: Templates, validator: Validator) -> Revision {
+        let memo = fleet.rules.iter().map(|_| Mutex::default()).collect();
+        Revision { id, fleet, templates, validator, memo, verdicts: Mutex::default() }
+    }
+
+    pub fn templates(&self) -> impl Iterator<Item = &str> {
+        self.templates.names()
+    }
+
+    /// The desired config of `agent`, rendered at most once per distinct set of read fields.
+    pub fn desired(&self, agent: &Arc<AgentInfo>) -> Desired {
+        let Some((index, rule)) = self.fleet.rule_for(&agent.attributes) else {
+            return Desired::Unmanaged;
+        };
+        {
+            let memo = lock(&self.memo[index]);
+            for (log, entries) in &memo.groups {
+                if let Some(hit) = entries.get(&log.key_for(agent)) {
+                    return hit.clone();
+                }
+            }
+        }
+        let (desired, log) = self.render_uncached(rule, agent);
+        let mut memo = lock(&self.memo[index]);
+        let key = log.key_for(agent);
+        match memo.groups.iter_mut().find(|(l, _)| *l == log) {
+            Some((_, entries)) => {
+                entries.insert(key, desired.clone());
+            }
+            None => memo.groups.push((log, HashMap::from([(key, desired.clone())]))),
+        }
+        desired
+    }
+
+    fn render_uncached(&self, rule: &Rule, agent: &Arc<AgentInfo>) -> (Desired, ReadLog) {
+        let ctx = RenderContext { agent, vars: &rule.vars, rule_name: &rule.name };
+        let mut log = ReadLog::default();
+        let mut files = BTreeMap::new();
+        for (file, template) in rule.output.files() {
+            match self.templates.render(&template, &ctx) {
+                Ok((text, reads)) => {
+                    log.merge(&reads);
+                    files.insert(file, text);
+                }
+                Err(e) => {
+                    let d = template_error(&e, Some(&rule.name));
+                    let invalid = Desired::Invalid { rule: rule.name.clone(), diagnostics: Arc::new(vec![d]) };
+                    // A failed render may not have read everything: key it on the whole agent.
+                    return (invalid, ReadLog::everything());
+                }
+            }
+        }
+        let hash = config_hash(&files);
+        let verdict = {
+            let cached = lock(&self.verdicts).get(&hash).cloned();
+            match cached {
+                Some(v) => v,
+                None => {
+                    let v = self.validate(rule, &ctx, &files);
+                    lock(&self.verdicts).insert(hash, v.clone());
+                    v
+                }
+            }
+        };
+        let desired = match verdict {
+            Ok(()) => Desired::Config(Arc::new(DesiredConfig {
+                rule: rule.name.clone(),
+                files: files.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+                hash,
+            })),
+            Err(diagnostics) => Desired::Invalid { rule: rule.name.clone(), diagnostics },
+        };
+        (desired, log)
+    }
+
+    /// Parses every file, merges them as the OpAMP Supervisor does (file-name order, maps key by
+    /// key, later wins) and validates the result; problems point at template lines.
+    fn validate(&self, rule: &Rule, ctx: &RenderContext, files: &BTreeMap<String, String>) -> Verdict {
+        let templates = rule.output.files();
+        let mut merged = serde_json::Value::Null;
+        let mut diagnostics = Vec::new();
+        for (file, text) in files {
+            let template = &templates[file];
+            match serde_saphyr::from_str::<serde_json::Value>(text) {
+                Ok(doc) => {
+                    if merged.is_null() {
+                        merged = doc;
+                    } else if !doc.is_null() {
+                        deep_merge(&mut merged, doc);
+                    }
+                }
+                Err(e) => {
+                    let d = yaml_error(file, &e);
+                    let line = d.line.unwrap_or(1);
+                    let message = format!("rendered `{file}` is not valid YAML: {} (rendered line {line})", d.message);
+                    diagnostics.push(self.at_template(rule, ctx, template, text, line, d.column, message));
+                }
+            }
+        }
+        if diagnostics.is_empty() {
+            for problem in self.validator.validate(&merged) {
+                // Point at the last file that defines the path: its value is the one that counts.
+                let (template, text, at) = files
+                    .iter()
+                    .rev()
+                    .find_map(|(file, text)| locate_path(text, &problem.path).map(|at| (&templates[file], text, at)))
+                    .unwrap_or_else(|| {
+                        let (file, text) = files.iter().next().expect("a rule renders at least one file");
+                        (&templates[file], text, (1, 1))
+                    });
+                diagnostics.push(self.at_template(rule, ctx, template, text, at.0, Some(at.1), problem.message));
+            }
+        }
+        if diagnostics.is_empty() {
+            Ok(())
+        } else {
+            Err(Arc::new(diagnostics))
+        }
+    }
+
+    /// A diagnostic at the template line that produced line `line` of the rendered text.
+    fn at_template(
+        &self,
+        rule: &Rule,
+        ctx: &RenderContext,
+        template: &str,
+        rendered: &str,
+        line: usize,
+        column: Option<usize>,
+        message: String,
+    ) -> Diagnostic {
+        let mapped = self.templates.render_with_spans(template, ctx).and_then(|(output, spans)| {
+            (output == rendered).then(|| template_line(&output, &spans, line_offset(&output, line)))?
+        });
+        let (file, line, column) = match mapped {
+            Some((name, line)) => (name, line, None),
+            None => (template.to_owned(), line, column),
+        };
+        Diagnostic::error(message)
+            .in_file(format!("{TEMPLATES_DIR}/{file}"))
+            .at(Some(line), column)
+            .for_rule(&rule.name)
+    }
+}
+
+impl ReadLog {
+    /// A log that keys on every field of the agent.
+    pub fn everything() -> ReadLog {
+        let mut log = ReadLog::default();
+        log.mark_everything();
+        log
+    }
+}
