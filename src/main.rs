@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use opamp_gitops::cli;
 
 #[derive(Parser)]
-#[command(name = "opamp-gitops", version, about = "Keeps a fleet of OpenTelemetry Collectors configured from a git repository, over OpAMP")]
+#[command(
+    name = "opamp-gitops",
+    version,
+    about = "Keeps a fleet of OpenTelemetry Collectors configured from a git repository, over OpAMP"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

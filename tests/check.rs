@@ -41,7 +41,9 @@ fn a_valid_repo_passes_with_a_summary() {
     let result = check(&repo, &[]);
     assert_eq!(result.code, 0, "{result:?}");
     assert!(
-        result.stdout.contains("checked 2 rules, 3 templates, 2 sample agents: 0 errors, 0 warnings"),
+        result
+            .stdout
+            .contains("checked 2 rules, 3 templates, 2 sample agents: 0 errors, 0 warnings"),
         "{result:?}"
     );
 }
@@ -51,14 +53,24 @@ fn yaml_syntax_error_in_fleet_yaml() {
     let repo = TestRepo::new();
     repo.edit("fleet.yaml", "    match: {}\n", "    match: {\n");
     assert_error(&check(&repo, &[]), "fleet.yaml:", &[]);
-    let line: usize = check(&repo, &[]).stdout.split(':').nth(1).unwrap().parse().unwrap();
+    let line: usize = check(&repo, &[])
+        .stdout
+        .split(':')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((10..=12).contains(&line), "line {line}");
 }
 
 #[test]
 fn unknown_key_in_fleet_yaml() {
     let repo = TestRepo::new();
-    repo.edit("fleet.yaml", "    template: base.yaml.j2\n", "    template: base.yaml.j2\n    tempalte: x\n");
+    repo.edit(
+        "fleet.yaml",
+        "    template: base.yaml.j2\n",
+        "    template: base.yaml.j2\n    tempalte: x\n",
+    );
     assert_error(&check(&repo, &[]), "fleet.yaml:12:", &["tempalte"]);
 }
 
@@ -66,63 +78,127 @@ fn unknown_key_in_fleet_yaml() {
 fn duplicate_rule_name() {
     let repo = TestRepo::new();
     repo.edit("fleet.yaml", "name: everyone", "name: prod");
-    assert_error(&check(&repo, &[]), "fleet.yaml:9:", &["duplicate rule name `prod`"]);
+    assert_error(
+        &check(&repo, &[]),
+        "fleet.yaml:9:",
+        &["duplicate rule name `prod`"],
+    );
 }
 
 #[test]
 fn rule_naming_a_missing_template() {
     let repo = TestRepo::new();
-    repo.edit("fleet.yaml", "template: base.yaml.j2", "template: nope.yaml.j2");
-    assert_error(&check(&repo, &[]), "fleet.yaml:11:", &["`nope.yaml.j2` not found", "[rule everyone]"]);
+    repo.edit(
+        "fleet.yaml",
+        "template: base.yaml.j2",
+        "template: nope.yaml.j2",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "fleet.yaml:11:",
+        &["`nope.yaml.j2` not found", "[rule everyone]"],
+    );
 }
 
 #[test]
 fn template_syntax_error() {
     let repo = TestRepo::new();
-    repo.edit("templates/base.yaml.j2", "timeout: {{ vars.timeout }}", "timeout: {{ vars.timeout }");
-    assert_error(&check(&repo, &[]), "templates/base.yaml.j2:9:", &["syntax error"]);
+    repo.edit(
+        "templates/base.yaml.j2",
+        "timeout: {{ vars.timeout }}",
+        "timeout: {{ vars.timeout }",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:9:",
+        &["syntax error"],
+    );
 }
 
 #[test]
 fn undefined_variable() {
     let repo = TestRepo::new();
     repo.edit("templates/base.yaml.j2", "vars.timeout", "vars.tiemout");
-    assert_error(&check(&repo, &[]), "templates/base.yaml.j2:9:", &["undefined", "[rule everyone, agent other]"]);
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:9:",
+        &["undefined", "[rule everyone, agent other]"],
+    );
 }
 
 #[test]
 fn undefined_attribute_in_an_imported_macro_names_the_macro_file() {
     let repo = TestRepo::new();
-    repo.edit("templates/_macros.j2", "timeout: {{ timeout }}", "timeout: {{ timeout }}{{ agent.attributes.nope }}");
-    assert_error(&check(&repo, &[]), "templates/_macros.j2:2:", &["undefined"]);
+    repo.edit(
+        "templates/_macros.j2",
+        "timeout: {{ timeout }}",
+        "timeout: {{ timeout }}{{ agent.attributes.nope }}",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "templates/_macros.j2:2:",
+        &["undefined"],
+    );
 }
 
 #[test]
 fn include_leaving_templates_dir() {
     let repo = TestRepo::new();
-    repo.edit("templates/base.yaml.j2", "exporters:\n", "{% include \"../fleet.yaml\" %}\nexporters:\n");
-    assert_error(&check(&repo, &[]), "templates/base.yaml.j2:5:", &["outside templates/"]);
+    repo.edit(
+        "templates/base.yaml.j2",
+        "exporters:\n",
+        "{% include \"../fleet.yaml\" %}\nexporters:\n",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:5:",
+        &["outside templates/"],
+    );
 }
 
 #[test]
 fn rendered_output_that_is_not_yaml() {
     let repo = TestRepo::new();
-    repo.edit("templates/base.yaml.j2", "  debug:\n", "  debug: [unclosed\n");
-    assert_error(&check(&repo, &[]), "templates/base.yaml.j2:", &["not valid YAML"]);
+    repo.edit(
+        "templates/base.yaml.j2",
+        "  debug:\n",
+        "  debug: [unclosed\n",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:",
+        &["not valid YAML"],
+    );
 }
 
 #[test]
 fn schema_violation_points_at_the_template_line() {
     let repo = TestRepo::new();
-    repo.edit("templates/base.yaml.j2", "    timeout: {{ vars.timeout }}\n", "    timeout: {{ vars.timeout }}\n    send_batch_sise: 10\n");
-    assert_error(&check(&repo, &[]), "templates/base.yaml.j2:10:", &["send_batch_sise", "collector.schema.json"]);
+    repo.edit(
+        "templates/base.yaml.j2",
+        "    timeout: {{ vars.timeout }}\n",
+        "    timeout: {{ vars.timeout }}\n    send_batch_sise: 10\n",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:10:",
+        &["send_batch_sise", "collector.schema.json"],
+    );
 }
 
 #[test]
 fn pipeline_naming_an_undefined_exporter() {
     let repo = TestRepo::new();
-    repo.edit("templates/base.yaml.j2", "exporters: [debug]", "exporters: [otlp/tempo]");
-    assert_error(&check(&repo, &[]), "templates/base.yaml.j2:15:", &["`otlp/tempo`", "not defined"]);
+    repo.edit(
+        "templates/base.yaml.j2",
+        "exporters: [debug]",
+        "exporters: [otlp/tempo]",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:15:",
+        &["`otlp/tempo`", "not defined"],
+    );
 }
 
 #[test]
@@ -133,14 +209,26 @@ fn repo_schema_policy_violation() {
         r#"{"$schema": "https://json-schema.org/draft/2020-12/schema",
             "properties": {"exporters": {"not": {"required": ["debug"]}}}}"#,
     );
-    assert_error(&check(&repo, &[]), "templates/base.yaml.j2:", &["schemas/no-debug.json"]);
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:",
+        &["schemas/no-debug.json"],
+    );
 }
 
 #[test]
 fn opamp_extension_in_the_output() {
     let repo = TestRepo::new();
-    repo.edit("templates/base.yaml.j2", "exporters:\n", "extensions:\n  opamp:\n    server: {}\nexporters:\n");
-    assert_error(&check(&repo, &[]), "templates/base.yaml.j2:6:", &["extensions.opamp", "Supervisor"]);
+    repo.edit(
+        "templates/base.yaml.j2",
+        "exporters:\n",
+        "extensions:\n  opamp:\n    server: {}\nexporters:\n",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:6:",
+        &["extensions.opamp", "Supervisor"],
+    );
 }
 
 #[test]
@@ -153,14 +241,24 @@ fn empty_output() {
 #[test]
 fn sample_agent_expecting_another_rule() {
     let repo = TestRepo::new();
-    repo.write("agents/other.yaml", "attributes: {environment: dev}\nexpect: {rule: prod}\n");
-    assert_error(&check(&repo, &[]), "agents/other.yaml", &["expects rule `prod`", "rule `everyone`"]);
+    repo.write(
+        "agents/other.yaml",
+        "attributes: {environment: dev}\nexpect: {rule: prod}\n",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "agents/other.yaml",
+        &["expects rule `prod`", "rule `everyone`"],
+    );
 }
 
 #[test]
 fn golden_file_mismatch_prints_a_unified_diff() {
     let repo = TestRepo::new();
-    repo.write("agents/other.yaml", "attributes: {environment: dev}\nexpect: {rule: everyone, config: expected/other.yaml}\n");
+    repo.write(
+        "agents/other.yaml",
+        "attributes: {environment: dev}\nexpect: {rule: everyone, config: expected/other.yaml}\n",
+    );
     let update = check(&repo, &["--update"]);
     assert_eq!(update.code, 0, "{update:?}");
     assert!(repo.read("expected/other.yaml").contains("timeout: 5s"));
@@ -168,8 +266,15 @@ fn golden_file_mismatch_prints_a_unified_diff() {
 
     repo.edit("fleet.yaml", "timeout: 5s", "timeout: 7s");
     let result = check(&repo, &[]);
-    assert_error(&result, "expected/other.yaml:9:", &["differs from golden file"]);
-    assert!(result.stdout.contains("-    timeout: 5s\n+    timeout: 7s"), "{result:?}");
+    assert_error(
+        &result,
+        "expected/other.yaml:9:",
+        &["differs from golden file"],
+    );
+    assert!(
+        result.stdout.contains("-    timeout: 5s\n+    timeout: 7s"),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -179,9 +284,22 @@ fn warnings_for_unexercised_rules_and_unused_templates() {
     repo.write("templates/orphan.yaml.j2", "x: 1\n");
     let result = check(&repo, &[]);
     assert_eq!(result.code, 0, "{result:?}");
-    assert!(result.stdout.contains("fleet.yaml:5:1: warning: no sample agent"), "{result:?}");
-    assert!(result.stdout.contains("templates/orphan.yaml.j2: warning: template `orphan.yaml.j2` is not used"), "{result:?}");
-    assert!(!result.stdout.contains("_macros.j2: warning"), "an imported template is used: {result:?}");
+    assert!(
+        result
+            .stdout
+            .contains("fleet.yaml:5:1: warning: no sample agent"),
+        "{result:?}"
+    );
+    assert!(
+        result
+            .stdout
+            .contains("templates/orphan.yaml.j2: warning: template `orphan.yaml.j2` is not used"),
+        "{result:?}"
+    );
+    assert!(
+        !result.stdout.contains("_macros.j2: warning"),
+        "an imported template is used: {result:?}"
+    );
 }
 
 #[test]
@@ -213,7 +331,8 @@ fn github_format_prints_annotations_relative_to_the_working_directory() {
     let name = repo.path().file_name().unwrap().to_str().unwrap();
     let result = run_cli(parent, &["check", name, "--format", "github"]);
     assert_eq!(result.code, 1);
-    let expected = format!("::error file={name}/fleet.yaml,line=9::duplicate rule name `prod` [rule prod]");
+    let expected =
+        format!("::error file={name}/fleet.yaml,line=9::duplicate rule name `prod` [rule prod]");
     assert!(result.stdout.lines().any(|l| l == expected), "{result:?}");
 }
 
@@ -223,21 +342,31 @@ fn a_missing_directory_is_a_usage_error() {
     let result = run_cli(repo.path(), &["check", "does-not-exist"]);
     assert_eq!(result.code, 2, "{result:?}");
     assert!(result.stderr.contains("does-not-exist"));
-    assert_eq!(run_cli(repo.path(), &["check", ".", "--format", "xml"]).code, 2);
+    assert_eq!(
+        run_cli(repo.path(), &["check", ".", "--format", "xml"]).code,
+        2
+    );
 }
 
 #[test]
 fn render_prints_rule_hash_and_files() {
     let repo = TestRepo::new();
-    let result = run_cli(repo.path(), &["render", ".", "--attr", "environment=production"]);
+    let result = run_cli(
+        repo.path(),
+        &["render", ".", "--attr", "environment=production"],
+    );
     assert_eq!(result.code, 0, "{result:?}");
     let mut lines = result.stdout.lines();
     assert_eq!(lines.next(), Some("rule: prod"));
     let hash = lines.next().unwrap().strip_prefix("hash: ").unwrap();
     assert_eq!(hash.len(), 64);
-    assert!(hash.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(hash
+        .chars()
+        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
     assert_eq!(lines.next(), Some("--- collector.yaml"));
-    assert!(result.stdout.contains("endpoint: tempo-production.monitoring.svc:4317"));
+    assert!(result
+        .stdout
+        .contains("endpoint: tempo-production.monitoring.svc:4317"));
     assert!(result.stdout.contains("value: \"production\""));
 
     let other = run_cli(repo.path(), &["render", ".", "--attr", "environment=dev"]);
@@ -251,12 +380,25 @@ fn render_exit_codes() {
     let none = run_cli(repo.path(), &["render", ".", "--attr", "environment=qa"]);
     assert_eq!(none.code, 1, "{none:?}");
     assert!(none.stderr.contains("no rule matches"));
-    assert_eq!(run_cli(repo.path(), &["render", ".", "--attr", "novalue"]).code, 2);
+    assert_eq!(
+        run_cli(repo.path(), &["render", ".", "--attr", "novalue"]).code,
+        2
+    );
 
-    repo.edit("templates/prod.yaml.j2", "agent.attributes.environment | yaml", "agent.attributes.team | yaml");
-    let failed = run_cli(repo.path(), &["render", ".", "--attr", "environment=production"]);
+    repo.edit(
+        "templates/prod.yaml.j2",
+        "agent.attributes.environment | yaml",
+        "agent.attributes.team | yaml",
+    );
+    let failed = run_cli(
+        repo.path(),
+        &["render", ".", "--attr", "environment=production"],
+    );
     assert_eq!(failed.code, 1, "{failed:?}");
-    assert!(failed.stderr.contains("templates/prod.yaml.j2:11"), "{failed:?}");
+    assert!(
+        failed.stderr.contains("templates/prod.yaml.j2:11"),
+        "{failed:?}"
+    );
 }
 
 #[test]
@@ -264,15 +406,25 @@ fn yaml_filter_keeps_hostile_attribute_values_as_data() {
     let repo = TestRepo::new();
     repo.write(
         "templates/base.yaml.j2",
-        &common::repo::BASE_TEMPLATE.replace("  debug:\n", "  debug:\n    verbosity: {{ agent.attributes.level | yaml }}\n"),
+        &common::repo::BASE_TEMPLATE.replace(
+            "  debug:\n",
+            "  debug:\n    verbosity: {{ agent.attributes.level | yaml }}\n",
+        ),
     );
-    repo.write("agents/other.yaml", "attributes: {environment: dev, level: basic}\n");
-    let evil = run_cli(repo.path(), &["render", ".", "--attr", "level=basic\"\n  injected: true"]);
+    repo.write(
+        "agents/other.yaml",
+        "attributes: {environment: dev, level: basic}\n",
+    );
+    let evil = run_cli(
+        repo.path(),
+        &["render", ".", "--attr", "level=basic\"\n  injected: true"],
+    );
     // Spliced as one string, the value stays data: the schema refuses it as a verbosity,
     // and no `injected` key appears in the config.
     assert_eq!(evil.code, 1, "{evil:?}");
     assert!(
-        evil.stderr.contains(r#"`exporters.debug.verbosity`: "basic\"\n  injected: true""#),
+        evil.stderr
+            .contains(r#"`exporters.debug.verbosity`: "basic\"\n  injected: true""#),
         "{evil:?}"
     );
 }

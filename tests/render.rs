@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 fn agent(uid: &str, attrs: &[(&str, &str)]) -> Arc<AgentInfo> {
-    let map = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map = attrs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Arc::new(AgentInfo::new(uid, map, BTreeMap::new()))
 }
 
@@ -24,9 +27,17 @@ fn config(desired: Desired) -> Arc<opamp_gitops::repo::DesiredConfig> {
 fn agents_that_differ_only_in_unread_attributes_share_one_render() {
     let repo = TestRepo::new();
     let snapshot = Snapshot::from_dir(repo.path()).unwrap();
-    let revision = compile(&snapshot, "r1", &CompileOptions::default()).revision.expect("compiles");
-    let a = config(revision.desired(&agent("a", &[("environment", "production"), ("host.name", "a")])));
-    let b = config(revision.desired(&agent("b", &[("environment", "production"), ("host.name", "b")])));
+    let revision = compile(&snapshot, "r1", &CompileOptions::default())
+        .revision
+        .expect("compiles");
+    let a = config(revision.desired(&agent(
+        "a",
+        &[("environment", "production"), ("host.name", "a")],
+    )));
+    let b = config(revision.desired(&agent(
+        "b",
+        &[("environment", "production"), ("host.name", "b")],
+    )));
     assert!(Arc::ptr_eq(&a, &b), "the same render is shared");
     assert_eq!(a.rule, "prod");
 
@@ -38,9 +49,15 @@ fn agents_that_differ_only_in_unread_attributes_share_one_render() {
 #[test]
 fn a_template_reading_the_uid_renders_per_agent() {
     let repo = TestRepo::new();
-    repo.edit("templates/base.yaml.j2", "  debug:\n", "  debug:\n    # {{ agent.instance_uid }}\n");
+    repo.edit(
+        "templates/base.yaml.j2",
+        "  debug:\n",
+        "  debug:\n    # {{ agent.instance_uid }}\n",
+    );
     let snapshot = Snapshot::from_dir(repo.path()).unwrap();
-    let revision = compile(&snapshot, "r1", &CompileOptions::default()).revision.expect("compiles");
+    let revision = compile(&snapshot, "r1", &CompileOptions::default())
+        .revision
+        .expect("compiles");
     let a = config(revision.desired(&agent("a", &[])));
     let b = config(revision.desired(&agent("b", &[])));
     assert_ne!(a.hash, b.hash);
@@ -51,28 +68,50 @@ fn a_template_reading_the_uid_renders_per_agent() {
 fn the_same_inputs_hash_the_same_in_every_revision() {
     let repo = TestRepo::new();
     let snapshot = Snapshot::from_dir(repo.path()).unwrap();
-    let one = compile(&snapshot, "r1", &CompileOptions::default()).revision.unwrap();
-    let two = compile(&snapshot, "r2", &CompileOptions::default()).revision.unwrap();
+    let one = compile(&snapshot, "r1", &CompileOptions::default())
+        .revision
+        .unwrap();
+    let two = compile(&snapshot, "r2", &CompileOptions::default())
+        .revision
+        .unwrap();
     let who = agent("x", &[("environment", "production")]);
-    assert_eq!(config(one.desired(&who)).hash, config(two.desired(&who)).hash);
+    assert_eq!(
+        config(one.desired(&who)).hash,
+        config(two.desired(&who)).hash
+    );
 }
 
 #[test]
 fn a_render_error_for_one_agent_names_template_and_line() {
     let repo = TestRepo::new();
-    repo.edit("templates/prod.yaml.j2", "agent.attributes.environment | yaml", "agent.attributes.team | yaml");
-    repo.write("agents/prod.yaml", "attributes: {environment: production, team: a}\n");
+    repo.edit(
+        "templates/prod.yaml.j2",
+        "agent.attributes.environment | yaml",
+        "agent.attributes.team | yaml",
+    );
+    repo.write(
+        "agents/prod.yaml",
+        "attributes: {environment: production, team: a}\n",
+    );
     let snapshot = Snapshot::from_dir(repo.path()).unwrap();
-    let revision = compile(&snapshot, "r1", &CompileOptions::default()).revision.expect("compiles");
+    let revision = compile(&snapshot, "r1", &CompileOptions::default())
+        .revision
+        .expect("compiles");
     match revision.desired(&agent("x", &[("environment", "production")])) {
         Desired::Invalid { rule, diagnostics } => {
             assert_eq!(rule, "prod");
-            assert_eq!(diagnostics[0].file.as_deref(), Some("templates/prod.yaml.j2"));
+            assert_eq!(
+                diagnostics[0].file.as_deref(),
+                Some("templates/prod.yaml.j2")
+            );
             assert_eq!(diagnostics[0].line, Some(11));
         }
         other => panic!("expected a render error, got {other:?}"),
     }
-    assert!(matches!(revision.desired(&agent("y", &[("environment", "production"), ("team", "t")])), Desired::Config(_)));
+    assert!(matches!(
+        revision.desired(&agent("y", &[("environment", "production"), ("team", "t")])),
+        Desired::Config(_)
+    ));
 }
 
 #[test]
@@ -80,6 +119,11 @@ fn an_agent_matching_no_rule_is_unmanaged() {
     let repo = TestRepo::new();
     repo.edit("fleet.yaml", "match: {}", "match: {environment: dev}");
     let snapshot = Snapshot::from_dir(repo.path()).unwrap();
-    let revision = compile(&snapshot, "r1", &CompileOptions::default()).revision.unwrap();
-    assert!(matches!(revision.desired(&agent("x", &[("environment", "qa")])), Desired::Unmanaged));
+    let revision = compile(&snapshot, "r1", &CompileOptions::default())
+        .revision
+        .unwrap();
+    assert!(matches!(
+        revision.desired(&agent("x", &[("environment", "qa")])),
+        Desired::Unmanaged
+    ));
 }

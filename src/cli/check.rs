@@ -32,14 +32,20 @@ pub fn run(args: &CheckArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let options = CompileOptions { update_goldens: args.update };
+    let options = CompileOptions {
+        update_goldens: args.update,
+    };
     let output = compile(&snapshot, snapshot.digest(), &options);
     if args.update {
         if let Err(code) = write_goldens(&args.dir, &output.golden_updates) {
             return code;
         }
     }
-    let diagnostics: Vec<Diagnostic> = output.diagnostics.iter().map(|d| d.relative_to(&args.dir)).collect();
+    let diagnostics: Vec<Diagnostic> = output
+        .diagnostics
+        .iter()
+        .map(|d| d.relative_to(&args.dir))
+        .collect();
     print_report(args.format, &diagnostics, &output.summary);
     if output.summary.errors > 0 {
         exit::FAILED
@@ -48,7 +54,10 @@ pub fn run(args: &CheckArgs) -> i32 {
     }
 }
 
-fn write_goldens(dir: &Path, updates: &std::collections::BTreeMap<String, String>) -> Result<(), i32> {
+fn write_goldens(
+    dir: &Path,
+    updates: &std::collections::BTreeMap<String, String>,
+) -> Result<(), i32> {
     for (path, content) in updates {
         let target = dir.join(path);
         let result = target
@@ -57,7 +66,10 @@ fn write_goldens(dir: &Path, updates: &std::collections::BTreeMap<String, String
             .unwrap_or(Ok(()))
             .and_then(|()| std::fs::write(&target, content));
         if let Err(e) = result {
-            eprintln!("error: cannot write golden file `{}`: {e}", target.display());
+            eprintln!(
+                "error: cannot write golden file `{}`: {e}",
+                target.display()
+            );
             return Err(exit::FAILED);
         }
         eprintln!("wrote {}", target.display());
@@ -87,7 +99,11 @@ pub fn print_report(format: Format, diagnostics: &[Diagnostic], summary: &Summar
                 "summary": summary,
                 "diagnostics": diagnostics,
             });
-            writeln!(out, "{}", serde_json::to_string_pretty(&report).unwrap_or_default())
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            )
         }
     };
 }

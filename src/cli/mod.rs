@@ -19,7 +19,10 @@ pub mod exit {
 /// Reads a repository directory, or explains on stderr why it cannot (a usage error).
 pub fn read_repo_dir(dir: &Path) -> Result<Snapshot, i32> {
     if !dir.is_dir() {
-        eprintln!("error: config repository `{}` is not a directory", dir.display());
+        eprintln!(
+            "error: config repository `{}` is not a directory",
+            dir.display()
+        );
         return Err(exit::USAGE);
     }
     Snapshot::from_dir(dir).map_err(|e| {

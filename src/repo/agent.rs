@@ -24,7 +24,12 @@ impl AgentInfo {
     ) -> AgentInfo {
         let mut attributes = non_identifying.clone();
         attributes.extend(identifying.iter().map(|(k, v)| (k.clone(), v.clone())));
-        AgentInfo { instance_uid: instance_uid.into(), identifying, non_identifying, attributes }
+        AgentInfo {
+            instance_uid: instance_uid.into(),
+            identifying,
+            non_identifying,
+            attributes,
+        }
     }
 
     fn map(&self, which: MapKind) -> &BTreeMap<String, String> {
@@ -43,7 +48,11 @@ pub enum MapKind {
     NonIdentifying,
 }
 
-const MAP_KINDS: [MapKind; 3] = [MapKind::Attributes, MapKind::Identifying, MapKind::NonIdentifying];
+const MAP_KINDS: [MapKind; 3] = [
+    MapKind::Attributes,
+    MapKind::Identifying,
+    MapKind::NonIdentifying,
+];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 enum MapReads {
@@ -77,12 +86,21 @@ impl ReadLog {
                 let map = agent.map(kind);
                 match reads {
                     MapReads::None => Vec::new(),
-                    MapReads::Keys(keys) => keys.iter().map(|k| (k.clone(), map.get(k).cloned())).collect(),
-                    MapReads::Whole => map.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect(),
+                    MapReads::Keys(keys) => keys
+                        .iter()
+                        .map(|k| (k.clone(), map.get(k).cloned()))
+                        .collect(),
+                    MapReads::Whole => map
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Some(v.clone())))
+                        .collect(),
                 }
             })
             .collect();
-        ReadKey { uid: self.uid.then(|| agent.instance_uid.clone()), maps }
+        ReadKey {
+            uid: self.uid.then(|| agent.instance_uid.clone()),
+            maps,
+        }
     }
 
     pub(crate) fn mark_everything(&mut self) {
@@ -134,7 +152,11 @@ impl TrackedAgent {
     }
 
     fn map(&self, which: MapKind) -> Value {
-        Value::from_object(TrackedMap { info: self.info.clone(), log: self.log.clone(), which })
+        Value::from_object(TrackedMap {
+            info: self.info.clone(),
+            log: self.log.clone(),
+            which,
+        })
     }
 }
 
@@ -153,7 +175,12 @@ impl Object for TrackedAgent {
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Str(&["instance_uid", "attributes", "identifying", "non_identifying"])
+        Enumerator::Str(&[
+            "instance_uid",
+            "attributes",
+            "identifying",
+            "non_identifying",
+        ])
     }
 }
 
@@ -184,12 +211,20 @@ impl Object for TrackedMap {
             }
             reads @ MapReads::None => *reads = MapReads::Keys(BTreeSet::from([key.to_owned()])),
         });
-        self.info.map(self.which).get(key).map(|v| Value::from(v.clone()))
+        self.info
+            .map(self.which)
+            .get(key)
+            .map(|v| Value::from(v.clone()))
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
         self.record_whole();
-        let keys: Vec<Value> = self.info.map(self.which).keys().map(|k| Value::from(k.clone())).collect();
+        let keys: Vec<Value> = self
+            .info
+            .map(self.which)
+            .keys()
+            .map(|k| Value::from(k.clone()))
+            .collect();
         Enumerator::Values(keys)
     }
 
@@ -204,7 +239,10 @@ mod tests {
     use super::*;
 
     fn agent(uid: &str, attrs: &[(&str, &str)]) -> AgentInfo {
-        let map = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         AgentInfo::new(uid, map, BTreeMap::new())
     }
 
@@ -213,7 +251,10 @@ mod tests {
         let info = AgentInfo::new(
             "u",
             BTreeMap::from([("a".to_string(), "id".to_string())]),
-            BTreeMap::from([("a".to_string(), "non".to_string()), ("b".to_string(), "x".to_string())]),
+            BTreeMap::from([
+                ("a".to_string(), "non".to_string()),
+                ("b".to_string(), "x".to_string()),
+            ]),
         );
         assert_eq!(info.attributes["a"], "id");
         assert_eq!(info.attributes["b"], "x");

@@ -48,7 +48,11 @@ impl CompileOutput {
     }
 }
 
-pub fn compile(snapshot: &Snapshot, id: impl Into<String>, options: &CompileOptions) -> CompileOutput {
+pub fn compile(
+    snapshot: &Snapshot,
+    id: impl Into<String>,
+    options: &CompileOptions,
+) -> CompileOutput {
     let mut diagnostics = Vec::new();
     let mut output = CompileOutput {
         revision: None,
@@ -61,12 +65,16 @@ pub fn compile(snapshot: &Snapshot, id: impl Into<String>, options: &CompileOpti
 
     let fleet = match snapshot.get(FLEET_FILE) {
         None => {
-            diagnostics.push(Diagnostic::error("fleet.yaml not found at the repository root").in_file(FLEET_FILE));
+            diagnostics.push(
+                Diagnostic::error("fleet.yaml not found at the repository root")
+                    .in_file(FLEET_FILE),
+            );
             None
         }
         Some(body) => match std::str::from_utf8(body) {
             Err(_) => {
-                diagnostics.push(Diagnostic::error("fleet.yaml is not valid UTF-8").in_file(FLEET_FILE));
+                diagnostics
+                    .push(Diagnostic::error("fleet.yaml is not valid UTF-8").in_file(FLEET_FILE));
                 None
             }
             Ok(text) => match Fleet::parse(text) {
@@ -88,12 +96,16 @@ pub fn compile(snapshot: &Snapshot, id: impl Into<String>, options: &CompileOpti
         output.summary.rules = fleet.rules.len();
         for rule in &fleet.rules {
             for template in rule.output.files().values() {
-                if !templates.contains(template) && !snapshot.contains(&format!("{TEMPLATES_DIR}/{template}")) {
+                if !templates.contains(template)
+                    && !snapshot.contains(&format!("{TEMPLATES_DIR}/{template}"))
+                {
                     diagnostics.push(
-                        Diagnostic::error(format!("template `{template}` not found in {TEMPLATES_DIR}/"))
-                            .in_file(FLEET_FILE)
-                            .at(Some(rule.template_line), None)
-                            .for_rule(&rule.name),
+                        Diagnostic::error(format!(
+                            "template `{template}` not found in {TEMPLATES_DIR}/"
+                        ))
+                        .in_file(FLEET_FILE)
+                        .at(Some(rule.template_line), None)
+                        .for_rule(&rule.name),
                     );
                 }
             }
@@ -115,7 +127,14 @@ pub fn compile(snapshot: &Snapshot, id: impl Into<String>, options: &CompileOpti
         let revision = Arc::new(Revision::new(id.into(), fleet, templates, validator));
         let mut exercised = BTreeSet::new();
         for sample in &samples {
-            let rule = check_sample(&revision, snapshot, sample, options, &mut diagnostics, &mut output.golden_updates);
+            let rule = check_sample(
+                &revision,
+                snapshot,
+                sample,
+                options,
+                &mut diagnostics,
+                &mut output.golden_updates,
+            );
             if let Some(rule) = &rule {
                 exercised.insert(rule.clone());
             }
@@ -124,10 +143,14 @@ pub fn compile(snapshot: &Snapshot, id: impl Into<String>, options: &CompileOpti
         for rule in &revision.fleet.rules {
             if !exercised.contains(&rule.name) {
                 diagnostics.push(
-                    Diagnostic::warning(format!("no sample agent in {}/ exercises rule `{}`", samples::AGENTS_DIR, rule.name))
-                        .in_file(FLEET_FILE)
-                        .at(Some(rule.line), None)
-                        .for_rule(&rule.name),
+                    Diagnostic::warning(format!(
+                        "no sample agent in {}/ exercises rule `{}`",
+                        samples::AGENTS_DIR,
+                        rule.name
+                    ))
+                    .in_file(FLEET_FILE)
+                    .at(Some(rule.line), None)
+                    .for_rule(&rule.name),
                 );
             }
         }
@@ -157,24 +180,40 @@ fn check_sample(
     let got_rule = desired.rule().map(str::to_owned);
     if let Some(expected) = &sample.expect_rule {
         if got_rule.as_deref() != Some(expected.as_str()) {
-            let got = got_rule.as_deref().map(|r| format!("rule `{r}`")).unwrap_or_else(|| "no rule".into());
+            let got = got_rule
+                .as_deref()
+                .map(|r| format!("rule `{r}`"))
+                .unwrap_or_else(|| "no rule".into());
             diagnostics.push(
-                Diagnostic::error(format!("sample agent expects rule `{expected}` but matches {got}"))
-                    .in_file(&sample.file)
-                    .for_agent(sample.name()),
+                Diagnostic::error(format!(
+                    "sample agent expects rule `{expected}` but matches {got}"
+                ))
+                .in_file(&sample.file)
+                .for_agent(sample.name()),
             );
         }
     }
     let config = match desired {
         Desired::Unmanaged => return None,
-        Desired::Invalid { diagnostics: found, .. } => {
+        Desired::Invalid {
+            diagnostics: found, ..
+        } => {
             diagnostics.extend(found.iter().map(|d| d.clone().for_agent(sample.name())));
             return got_rule;
         }
         Desired::Config(config) => config,
     };
     if let Some(golden) = &sample.expect_config {
-        check_golden(revision, snapshot, sample, &config, golden, options, diagnostics, golden_updates);
+        check_golden(
+            revision,
+            snapshot,
+            sample,
+            &config,
+            golden,
+            options,
+            diagnostics,
+            golden_updates,
+        );
     }
     got_rule
 }
@@ -190,11 +229,24 @@ fn check_golden(
     diagnostics: &mut Vec<Diagnostic>,
     golden_updates: &mut BTreeMap<String, String>,
 ) {
-    let pairs: Vec<(String, String)> = match (golden, revision.fleet.rules.iter().find(|r| r.name == config.rule).map(|r| &r.output)) {
+    let pairs: Vec<(String, String)> = match (
+        golden,
+        revision
+            .fleet
+            .rules
+            .iter()
+            .find(|r| r.name == config.rule)
+            .map(|r| &r.output),
+    ) {
         (GoldenSpec::One(path), _) if config.files.len() == 1 => {
-            vec![(config.files.keys().next().cloned().unwrap_or_default(), path.clone())]
+            vec![(
+                config.files.keys().next().cloned().unwrap_or_default(),
+                path.clone(),
+            )]
         }
-        (GoldenSpec::Files(map), Some(RuleOutput::Files(_))) => map.iter().map(|(f, p)| (f.clone(), p.clone())).collect(),
+        (GoldenSpec::Files(map), Some(RuleOutput::Files(_))) => {
+            map.iter().map(|(f, p)| (f.clone(), p.clone())).collect()
+        }
         _ => {
             diagnostics.push(
                 Diagnostic::error(format!(
@@ -262,16 +314,29 @@ fn first_difference_line(a: &str, b: &str) -> usize {
 
 /// Templates no rule names, directly or through an include, import or extends of a used one.
 fn unused_templates(fleet: &Fleet, templates: &Templates) -> Vec<String> {
-    let mut used: BTreeSet<String> = fleet.rules.iter().flat_map(|r| r.output.files().into_values()).collect();
+    let mut used: BTreeSet<String> = fleet
+        .rules
+        .iter()
+        .flat_map(|r| r.output.files().into_values())
+        .collect();
     let mut frontier: Vec<String> = used.iter().cloned().collect();
     while let Some(name) = frontier.pop() {
-        let Some(source) = templates.source(&name) else { continue };
+        let Some(source) = templates.source(&name) else {
+            continue;
+        };
         for other in templates.names() {
-            if !used.contains(other) && (source.contains(&format!("\"{other}\"")) || source.contains(&format!("'{other}'"))) {
+            if !used.contains(other)
+                && (source.contains(&format!("\"{other}\""))
+                    || source.contains(&format!("'{other}'")))
+            {
                 used.insert(other.to_owned());
                 frontier.push(other.to_owned());
             }
         }
     }
-    templates.names().filter(|n| !used.contains(*n)).map(str::to_owned).collect()
+    templates
+        .names()
+        .filter(|n| !used.contains(*n))
+        .map(str::to_owned)
+        .collect()
 }

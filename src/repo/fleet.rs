@@ -55,7 +55,9 @@ impl RuleOutput {
     /// Config-file name → template name.
     pub fn files(&self) -> BTreeMap<String, String> {
         match self {
-            RuleOutput::Template(t) => BTreeMap::from([(DEFAULT_CONFIG_FILE.to_owned(), t.clone())]),
+            RuleOutput::Template(t) => {
+                BTreeMap::from([(DEFAULT_CONFIG_FILE.to_owned(), t.clone())])
+            }
             RuleOutput::Files(files) => files.clone(),
         }
     }
@@ -89,7 +91,8 @@ impl Fleet {
     }
 
     pub fn parse(source: &str) -> Result<Fleet, Vec<Diagnostic>> {
-        let raw: RawFleet = serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(FLEET_FILE, &e)])?;
+        let raw: RawFleet =
+            serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(FLEET_FILE, &e)])?;
         let defaults = Value::Object(raw.defaults.and_then(|d| d.vars).unwrap_or_default());
         let mut errors = Vec::new();
         let mut seen = HashSet::new();
@@ -126,21 +129,39 @@ impl Fleet {
                     (RuleOutput::Files(f.value), f.referenced.line() as usize)
                 }
                 (None, Some(f)) => {
-                    errors.push(at("`files` must name at least one file".into(), f.referenced.line() as usize));
+                    errors.push(at(
+                        "`files` must name at least one file".into(),
+                        f.referenced.line() as usize,
+                    ));
                     continue;
                 }
                 (Some(_), Some(_)) => {
-                    errors.push(at(format!("rule `{name}` has both `template` and `files`; give exactly one"), line));
+                    errors.push(at(
+                        format!("rule `{name}` has both `template` and `files`; give exactly one"),
+                        line,
+                    ));
                     continue;
                 }
                 (None, None) => {
-                    errors.push(at(format!("rule `{name}` has neither `template` nor `files`; give exactly one"), line));
+                    errors.push(at(
+                        format!(
+                            "rule `{name}` has neither `template` nor `files`; give exactly one"
+                        ),
+                        line,
+                    ));
                     continue;
                 }
             };
             let mut vars = defaults.clone();
             deep_merge(&mut vars, Value::Object(raw_rule.vars.unwrap_or_default()));
-            rules.push(Rule { name, line, template_line, selector, output, vars });
+            rules.push(Rule {
+                name,
+                line,
+                template_line,
+                selector,
+                output,
+                vars,
+            });
         }
         if errors.is_empty() {
             Ok(Fleet { rules })
@@ -206,8 +227,14 @@ pub fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
     let location = error.location();
     let message = strip_location_suffix(&error.to_string());
     Diagnostic::error(message).in_file(file).at(
-        location.as_ref().map(|l| l.line() as usize).filter(|&l| l > 0),
-        location.as_ref().map(|l| l.column() as usize).filter(|&c| c > 0),
+        location
+            .as_ref()
+            .map(|l| l.line() as usize)
+            .filter(|&l| l > 0),
+        location
+            .as_ref()
+            .map(|l| l.column() as usize)
+            .filter(|&c| c > 0),
     )
 }
 
@@ -258,7 +285,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_with_a_line() {
-        let errors = Fleet::parse("rules:\n  - name: a\n    match: {}\n    tempalte: a.j2\n").unwrap_err();
+        let errors =
+            Fleet::parse("rules:\n  - name: a\n    match: {}\n    tempalte: a.j2\n").unwrap_err();
         assert_eq!(errors[0].line, Some(4), "{errors:?}");
         assert!(errors[0].message.contains("tempalte"), "{errors:?}");
     }

@@ -27,7 +27,9 @@ pub fn locate_path(text: &str, path: &[String]) -> Option<(usize, usize)> {
             indent += 2;
             content = rest.trim_start();
         }
-        let Some(key) = mapping_key(content) else { continue };
+        let Some(key) = mapping_key(content) else {
+            continue;
+        };
         while stack.last().is_some_and(|(i, _)| *i >= indent) {
             stack.pop();
         }
@@ -49,13 +51,21 @@ pub fn locate_path(text: &str, path: &[String]) -> Option<(usize, usize)> {
 fn mapping_key(content: &str) -> Option<String> {
     if let Some(rest) = content.strip_prefix('"') {
         let end = rest.find('"')?;
-        return rest[end + 1..].trim_start().starts_with(':').then(|| rest[..end].to_owned());
+        return rest[end + 1..]
+            .trim_start()
+            .starts_with(':')
+            .then(|| rest[..end].to_owned());
     }
     if let Some(rest) = content.strip_prefix('\'') {
         let end = rest.find('\'')?;
-        return rest[end + 1..].trim_start().starts_with(':').then(|| rest[..end].to_owned());
+        return rest[end + 1..]
+            .trim_start()
+            .starts_with(':')
+            .then(|| rest[..end].to_owned());
     }
-    let colon = content.find(": ").or_else(|| content.strip_suffix(':').map(|s| s.len()))?;
+    let colon = content
+        .find(": ")
+        .or_else(|| content.strip_suffix(':').map(|s| s.len()))?;
     let key = content[..colon].trim_end();
     (!key.is_empty() && !key.starts_with('{') && !key.starts_with('[')).then(|| key.to_owned())
 }
@@ -98,16 +108,25 @@ mod tests {
     #[test]
     fn finds_nested_keys_by_indentation() {
         let yaml = "receivers:\n  otlp:\n    protocols: {}\nexporters:\n  otlp:\n    endpoint: x\n";
-        assert_eq!(locate_path(yaml, &p(&["exporters", "otlp", "endpoint"])), Some((6, 5)));
+        assert_eq!(
+            locate_path(yaml, &p(&["exporters", "otlp", "endpoint"])),
+            Some((6, 5))
+        );
         assert_eq!(locate_path(yaml, &p(&["receivers", "otlp"])), Some((2, 3)));
-        assert_eq!(locate_path(yaml, &p(&["exporters", "otlp", "missing"])), Some((5, 3)));
+        assert_eq!(
+            locate_path(yaml, &p(&["exporters", "otlp", "missing"])),
+            Some((5, 3))
+        );
     }
 
     #[test]
     fn skips_sequence_indices() {
         let yaml = "service:\n  pipelines:\n    traces:\n      receivers: [otlp]\n";
         assert_eq!(
-            locate_path(yaml, &p(&["service", "pipelines", "traces", "receivers", "0"])),
+            locate_path(
+                yaml,
+                &p(&["service", "pipelines", "traces", "receivers", "0"])
+            ),
             Some((4, 7))
         );
     }

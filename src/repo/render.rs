@@ -35,7 +35,10 @@ pub enum Desired {
     Unmanaged,
     Config(Arc<DesiredConfig>),
     /// The rule's render failed or did not validate: the agent keeps what it runs.
-    Invalid { rule: String, diagnostics: Arc<Vec<Diagnostic>> },
+    Invalid {
+        rule: String,
+        diagnostics: Arc<Vec<Diagnostic>>,
+    },
 }
 
 impl Desired {
@@ -71,9 +74,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Revision {
-    pub(super) fn new(id: String, fleet: Fleet, templates: Templates, validator: Validator) -> Revision {
+    pub(super) fn new(
+        id: String,
+        fleet: Fleet,
+        templates: Templates,
+        validator: Validator,
+    ) -> Revision {
         let memo = fleet.rules.iter().map(|_| Mutex::default()).collect();
-        Revision { id, fleet, templates, validator, memo, verdicts: Mutex::default() }
+        Revision {
+            id,
+            fleet,
+            templates,
+            validator,
+            memo,
+            verdicts: Mutex::default(),
+        }
     }
 
     pub fn templates(&self) -> impl Iterator<Item = &str> {
@@ -100,13 +115,28 @@ impl Revision {
             Some((_, entries)) => {
                 entries.insert(key, desired.clone());
             }
-            None => memo.groups.push((log, HashMap::from([(key, desired.clone())]))),
+            None => memo
+                .groups
+                .push((log, HashMap::from([(key, desired.clone())]))),
         }
         desired
     }
 
+    /// The desired config without the render memo: render, hash, and validate unless this
+    /// revision has already validated that hash.
+    pub fn desired_uncached(&self, agent: &Arc<AgentInfo>) -> Desired {
+        match self.fleet.rule_for(&agent.attributes) {
+            None => Desired::Unmanaged,
+            Some((_, rule)) => self.render_uncached(rule, agent).0,
+        }
+    }
+
     fn render_uncached(&self, rule: &Rule, agent: &Arc<AgentInfo>) -> (Desired, ReadLog) {
-        let ctx = RenderContext { agent, vars: &rule.vars, rule_name: &rule.name };
+        let ctx = RenderContext {
+            agent,
+            vars: &rule.vars,
+            rule_name: &rule.name,
+        };
         let mut log = ReadLog::default();
         let mut files = BTreeMap::new();
         for (file, template) in rule.output.files() {
@@ -117,7 +147,10 @@ impl Revision {
                 }
                 Err(e) => {
                     let d = template_error(&e, Some(&rule.name));
-                    let invalid = Desired::Invalid { rule: rule.name.clone(), diagnostics: Arc::new(vec![d]) };
+                    let invalid = Desired::Invalid {
+                        rule: rule.name.clone(),
+                        diagnostics: Arc::new(vec![d]),
+                    };
                     // A failed render may not have read everything: key it on the whole agent.
                     return (invalid, ReadLog::everything());
                 }
@@ -138,17 +171,28 @@ impl Revision {
         let desired = match verdict {
             Ok(()) => Desired::Config(Arc::new(DesiredConfig {
                 rule: rule.name.clone(),
-                files: files.into_iter().map(|(k, v)| (k, Bytes::from(v))).collect(),
+                files: files
+                    .into_iter()
+                    .map(|(k, v)| (k, Bytes::from(v)))
+                    .collect(),
                 hash,
             })),
-            Err(diagnostics) => Desired::Invalid { rule: rule.name.clone(), diagnostics },
+            Err(diagnostics) => Desired::Invalid {
+                rule: rule.name.clone(),
+                diagnostics,
+            },
         };
         (desired, log)
     }
 
     /// Parses every file, merges them as the OpAMP Supervisor does (file-name order, maps key by
     /// key, later wins) and validates the result; problems point at template lines.
-    fn validate(&self, rule: &Rule, ctx: &RenderContext, files: &BTreeMap<String, String>) -> Verdict {
+    fn validate(
+        &self,
+        rule: &Rule,
+        ctx: &RenderContext,
+        files: &BTreeMap<String, String>,
+    ) -> Verdict {
         let templates = rule.output.files();
         let mut merged = serde_json::Value::Null;
         let mut diagnostics = Vec::new();
@@ -165,8 +209,17 @@ impl Revision {
                 Err(e) => {
                     let d = yaml_error(file, &e);
                     let line = d.line.unwrap_or(1);
-                    let message = format!("rendered `{file}` is not valid YAML: {} (rendered line {line})", d.message);
-                    diagnostics.push(self.at_template(rule, ctx, template, text, line, d.column, message));
+                    let message = format!(
+                        "rendered `{file}` is not valid YAML: {} (rendered line {line})",
+                        d.message
+                    );
+                    let at = RenderedAt {
+                        template,
+                        text,
+                        line,
+                        column: d.column,
+                    };
+                    diagnostics.push(self.at_template(rule, ctx, at, message));
                 }
             }
         }
@@ -176,12 +229,23 @@ impl Revision {
                 let (template, text, at) = files
                     .iter()
                     .rev()
-                    .find_map(|(file, text)| locate_path(text, &problem.path).map(|at| (&templates[file], text, at)))
+                    .find_map(|(file, text)| {
+                        locate_path(text, &problem.path).map(|at| (&templates[file], text, at))
+                    })
                     .unwrap_or_else(|| {
-                        let (file, text) = files.iter().next().expect("a rule renders at least one file");
+                        let (file, text) = files
+                            .iter()
+                            .next()
+                            .expect("a rule renders at least one file");
                         (&templates[file], text, (1, 1))
                     });
-                diagnostics.push(self.at_template(rule, ctx, template, text, at.0, Some(at.1), problem.message));
+                let at = RenderedAt {
+                    template,
+                    text,
+                    line: at.0,
+                    column: Some(at.1),
+                };
+                diagnostics.push(self.at_template(rule, ctx, at, problem.message));
             }
         }
         if diagnostics.is_empty() {
@@ -196,24 +260,33 @@ impl Revision {
         &self,
         rule: &Rule,
         ctx: &RenderContext,
-        template: &str,
-        rendered: &str,
-        line: usize,
-        column: Option<usize>,
+        at: RenderedAt,
         message: String,
     ) -> Diagnostic {
-        let mapped = self.templates.render_with_spans(template, ctx).and_then(|(output, spans)| {
-            (output == rendered).then(|| template_line(&output, &spans, line_offset(&output, line)))?
-        });
+        let mapped =
+            self.templates
+                .render_with_spans(at.template, ctx)
+                .and_then(|(output, spans)| {
+                    (output == at.text)
+                        .then(|| template_line(&output, &spans, line_offset(&output, at.line)))?
+                });
         let (file, line, column) = match mapped {
             Some((name, line)) => (name, line, None),
-            None => (template.to_owned(), line, column),
+            None => (at.template.to_owned(), at.line, at.column),
         };
         Diagnostic::error(message)
             .in_file(format!("{TEMPLATES_DIR}/{file}"))
             .at(Some(line), column)
             .for_rule(&rule.name)
     }
+}
+
+/// A position in the rendered output of one template.
+struct RenderedAt<'a> {
+    template: &'a str,
+    text: &'a str,
+    line: usize,
+    column: Option<usize>,
 }
 
 impl ReadLog {

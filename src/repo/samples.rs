@@ -72,30 +72,31 @@ pub fn load(snapshot: &Snapshot) -> (Vec<Sample>, Vec<Diagnostic>) {
         }
         match parse(path, body) {
             Ok(sample) => samples.push(sample),
-            Err(d) => diagnostics.push(d),
+            Err(d) => diagnostics.push(*d),
         }
     }
     (samples, diagnostics)
 }
 
-fn parse(path: &str, body: &[u8]) -> Result<Sample, Diagnostic> {
-    let text = std::str::from_utf8(body).map_err(|_| Diagnostic::error("not valid UTF-8").in_file(path))?;
-    let raw: RawSample = serde_saphyr::from_str(text).map_err(|e| yaml_error(path, &e))?;
-    let texts = |map: Option<BTreeMap<String, Value>>| -> Result<BTreeMap<String, String>, Diagnostic> {
+fn parse(path: &str, body: &[u8]) -> Result<Sample, Box<Diagnostic>> {
+    let error = |message: String| Box::new(Diagnostic::error(message).in_file(path));
+    let text = std::str::from_utf8(body).map_err(|_| error("not valid UTF-8".into()))?;
+    let raw: RawSample =
+        serde_saphyr::from_str(text).map_err(|e| Box::new(yaml_error(path, &e)))?;
+    let texts = |map: Option<BTreeMap<String, Value>>| {
         map.unwrap_or_default()
             .into_iter()
             .map(|(k, v)| match v {
                 Value::String(s) => Ok((k, s)),
                 Value::Bool(_) | Value::Number(_) => Ok((k, v.to_string())),
-                _ => Err(Diagnostic::error(format!("attribute `{k}` must be a scalar")).in_file(path)),
+                _ => Err(error(format!("attribute `{k}` must be a scalar"))),
             })
-            .collect()
+            .collect::<Result<BTreeMap<String, String>, _>>()
     };
     if raw.attributes.is_some() && (raw.identifying.is_some() || raw.non_identifying.is_some()) {
-        return Err(Diagnostic::error(
-            "give either `attributes` or `identifying`/`non_identifying`, not both",
-        )
-        .in_file(path));
+        return Err(error(
+            "give either `attributes` or `identifying`/`non_identifying`, not both".into(),
+        ));
     }
     let (identifying, non_identifying) = match raw.attributes {
         Some(attributes) => (texts(Some(attributes))?, BTreeMap::new()),
@@ -103,10 +104,13 @@ fn parse(path: &str, body: &[u8]) -> Result<Sample, Diagnostic> {
     };
     let uid = match raw.instance_uid {
         Some(text) => Uuid::parse_str(&text)
-            .map_err(|e| Diagnostic::error(format!("instance_uid `{text}` is not a UUID: {e}")).in_file(path))?,
+            .map_err(|e| error(format!("instance_uid `{text}` is not a UUID: {e}")))?,
         None => uid_from_file_name(path),
     };
-    let expect = raw.expect.unwrap_or(RawExpect { rule: None, config: None });
+    let expect = raw.expect.unwrap_or(RawExpect {
+        rule: None,
+        config: None,
+    });
     Ok(Sample {
         file: path.to_owned(),
         agent: AgentInfo::new(uid.to_string(), identifying, non_identifying),

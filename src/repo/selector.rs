@@ -128,8 +128,14 @@ mod tests {
             vec![Pattern::new("eu-west-1"), Pattern::new("eu-central-1")],
         );
         let s = Selector::new(terms);
-        assert!(s.matches(&attrs(&[("environment", "production"), ("region", "eu-central-1")])));
-        assert!(!s.matches(&attrs(&[("environment", "production"), ("region", "us-east-1")])));
+        assert!(s.matches(&attrs(&[
+            ("environment", "production"),
+            ("region", "eu-central-1")
+        ])));
+        assert!(!s.matches(&attrs(&[
+            ("environment", "production"),
+            ("region", "us-east-1")
+        ])));
         assert!(!s.matches(&attrs(&[("environment", "production")])));
         assert!(Selector::default().matches(&attrs(&[])));
     }

@@ -58,7 +58,8 @@ impl Templates {
             let source = match String::from_utf8(body.to_vec()) {
                 Ok(s) => s,
                 Err(_) => {
-                    diagnostics.push(Diagnostic::error("template is not valid UTF-8").in_file(path));
+                    diagnostics
+                        .push(Diagnostic::error("template is not valid UTF-8").in_file(path));
                     continue;
                 }
             };
@@ -88,18 +89,30 @@ impl Templates {
     pub fn render(&self, name: &str, ctx: &RenderContext) -> Result<(String, ReadLog), Error> {
         let (value, log) = self.context(ctx);
         let template = self.env.get_template(name)?;
-        let mut out = LimitedWriter { buf: Vec::new(), limit: MAX_RENDER_BYTES };
+        let mut out = LimitedWriter {
+            buf: Vec::new(),
+            limit: MAX_RENDER_BYTES,
+        };
         template.render_captured_to(value, &mut out)?;
-        let text = String::from_utf8(out.buf)
-            .map_err(|_| Error::new(ErrorKind::BadSerialization, "render produced invalid UTF-8"))?;
+        let text = String::from_utf8(out.buf).map_err(|_| {
+            Error::new(ErrorKind::BadSerialization, "render produced invalid UTF-8")
+        })?;
         Ok((text, log.take()))
     }
 
     /// Renders again, recording which template line produced each piece of output. Used only
     /// to point a validation error at its template line.
-    pub fn render_with_spans(&self, name: &str, ctx: &RenderContext) -> Option<(String, Vec<OutputSpan>)> {
+    pub fn render_with_spans(
+        &self,
+        name: &str,
+        ctx: &RenderContext,
+    ) -> Option<(String, Vec<OutputSpan>)> {
         let (value, _) = self.context(ctx);
-        self.env.get_template(name).ok()?.render_with_spans(value).ok()
+        self.env
+            .get_template(name)
+            .ok()?
+            .render_with_spans(value)
+            .ok()
     }
 
     fn context(&self, ctx: &RenderContext) -> (Value, Arc<ReadLogCell>) {
@@ -148,7 +161,9 @@ fn confined_loader(name: &str) -> Result<Option<String>, Error> {
 pub fn template_error(error: &Error, rule: Option<&str>) -> Diagnostic {
     // The innermost error names the template where it happened (an include's, a macro's).
     let mut innermost: &Error = error;
-    while let Some(source) = std::error::Error::source(innermost).and_then(|s| s.downcast_ref::<Error>()) {
+    while let Some(source) =
+        std::error::Error::source(innermost).and_then(|s| s.downcast_ref::<Error>())
+    {
         if source.name().is_none() {
             break;
         }

@@ -20,7 +20,10 @@ pub struct Problem {
 
 impl Problem {
     fn new(path: &[&str], message: impl Into<String>) -> Problem {
-        Problem { path: path.iter().map(|s| s.to_string()).collect(), message: message.into() }
+        Problem {
+            path: path.iter().map(|s| s.to_string()).collect(),
+            message: message.into(),
+        }
     }
 }
 
@@ -32,7 +35,8 @@ pub struct Validator {
 fn builtin() -> &'static jsonschema::Validator {
     static BUILTIN: OnceLock<jsonschema::Validator> = OnceLock::new();
     BUILTIN.get_or_init(|| {
-        let schema: Value = serde_json::from_str(BUILTIN_SCHEMA).expect("built-in schema is valid JSON");
+        let schema: Value =
+            serde_json::from_str(BUILTIN_SCHEMA).expect("built-in schema is valid JSON");
         jsonschema::validator_for(&schema).expect("built-in schema compiles")
     })
 }
@@ -59,7 +63,8 @@ impl Validator {
             };
             match jsonschema::validator_for(&schema) {
                 Ok(v) => repo_schemas.push((path.to_owned(), v)),
-                Err(e) => diagnostics.push(Diagnostic::error(format!("invalid JSON Schema: {e}")).in_file(path)),
+                Err(e) => diagnostics
+                    .push(Diagnostic::error(format!("invalid JSON Schema: {e}")).in_file(path)),
             }
         }
         (Validator { repo_schemas }, diagnostics)
@@ -89,15 +94,28 @@ fn is_empty(config: &Value) -> bool {
 }
 
 fn schema_problem(error: &jsonschema::ValidationError, schema: &str) -> Problem {
-    let mut path: Vec<String> = error.instance_path().iter().map(|s| s.to_string()).collect();
+    let mut path: Vec<String> = error
+        .instance_path()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     // Point at the offending key itself, not at the object that holds it.
-    if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } = error.kind() {
+    if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } =
+        error.kind()
+    {
         if let Some(first) = unexpected.first() {
             path.push(first.clone());
         }
     }
-    let at = if path.is_empty() { "the config".to_owned() } else { format!("`{}`", path.join(".")) };
-    Problem { path, message: format!("{at}: {error} (schema {schema})") }
+    let at = if path.is_empty() {
+        "the config".to_owned()
+    } else {
+        format!("`{}`", path.join("."))
+    };
+    Problem {
+        path,
+        message: format!("{at}: {error} (schema {schema})"),
+    }
 }
 
 const SIGNALS: &[&str] = &["traces", "metrics", "logs", "profiles"];
@@ -113,7 +131,12 @@ fn section<'a>(config: &'a Value, name: &str) -> Option<&'a Map<String, Value>> 
 fn ids(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
-        .map(|items| items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -132,7 +155,9 @@ pub fn semantic_problems(config: &Value) -> Vec<Problem> {
         }
     }
     let defined = |name: &str| -> BTreeSet<String> {
-        section(config, name).map(|m| m.keys().cloned().collect()).unwrap_or_default()
+        section(config, name)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
     };
     let (receivers, processors, exporters, connectors, extensions) = (
         defined("receivers"),
@@ -142,17 +167,27 @@ pub fn semantic_problems(config: &Value) -> Vec<Problem> {
         defined("extensions"),
     );
     let service = root.get("service");
-    for (index, id) in ids(service.and_then(|s| s.get("extensions"))).iter().enumerate() {
+    for (index, id) in ids(service.and_then(|s| s.get("extensions")))
+        .iter()
+        .enumerate()
+    {
         if !extensions.contains(id) {
             problems.push(Problem {
                 path: vec!["service".into(), "extensions".into(), index.to_string()],
-                message: format!("service.extensions names `{id}`, which is not defined under `extensions`"),
+                message: format!(
+                    "service.extensions names `{id}`, which is not defined under `extensions`"
+                ),
             });
         }
     }
-    let pipelines = service.and_then(|s| s.get("pipelines")).and_then(Value::as_object);
+    let pipelines = service
+        .and_then(|s| s.get("pipelines"))
+        .and_then(Value::as_object);
     let Some(pipelines) = pipelines.filter(|p| !p.is_empty()) else {
-        problems.push(Problem::new(&["service"], "`service.pipelines` must define at least one pipeline"));
+        problems.push(Problem::new(
+            &["service"],
+            "`service.pipelines` must define at least one pipeline",
+        ));
         return problems;
     };
     let (mut connector_as_exporter, mut connector_as_receiver) = (BTreeSet::new(), BTreeSet::new());
@@ -170,14 +205,28 @@ pub fn semantic_problems(config: &Value) -> Vec<Problem> {
         ] {
             let listed = ids(body.get(kind));
             if listed.is_empty() && kind != "processors" {
-                problems.push(Problem::new(&["service", "pipelines", pipeline], format!(
-                    "pipeline `{pipeline}` needs at least one {}", &kind[..kind.len() - 1]
-                )));
+                problems.push(Problem::new(
+                    &["service", "pipelines", pipeline],
+                    format!(
+                        "pipeline `{pipeline}` needs at least one {}",
+                        &kind[..kind.len() - 1]
+                    ),
+                ));
             }
             for (index, id) in listed.iter().enumerate() {
-                let path = vec!["service".into(), "pipelines".into(), pipeline.clone(), kind.into(), index.to_string()];
+                let path = vec![
+                    "service".into(),
+                    "pipelines".into(),
+                    pipeline.clone(),
+                    kind.into(),
+                    index.to_string(),
+                ];
                 if !sections.iter().any(|s| s.contains(id)) {
-                    let where_ = if kind == "processors" { "`processors`".to_owned() } else { format!("`{kind}` or `connectors`") };
+                    let where_ = if kind == "processors" {
+                        "`processors`".to_owned()
+                    } else {
+                        format!("`{kind}` or `connectors`")
+                    };
                     problems.push(Problem { path, message: format!(
                         "pipeline `{pipeline}` uses {} `{id}`, which is not defined under {where_}", &kind[..kind.len() - 1]
                     ) });
@@ -192,10 +241,22 @@ pub fn semantic_problems(config: &Value) -> Vec<Problem> {
         }
     }
     for id in &connectors {
-        let (exported, received) = (connector_as_exporter.contains(id), connector_as_receiver.contains(id));
+        let (exported, received) = (
+            connector_as_exporter.contains(id),
+            connector_as_receiver.contains(id),
+        );
         if exported != received || !exported {
-            let missing = if exported { "as a receiver in another pipeline" } else if received { "as an exporter in another pipeline" } else { "as an exporter in one pipeline and a receiver in another" };
-            problems.push(Problem::new(&["connectors", id], format!("connector `{id}` must be used {missing}")));
+            let missing = if exported {
+                "as a receiver in another pipeline"
+            } else if received {
+                "as an exporter in another pipeline"
+            } else {
+                "as an exporter in one pipeline and a receiver in another"
+            };
+            problems.push(Problem::new(
+                &["connectors", id],
+                format!("connector `{id}` must be used {missing}"),
+            ));
         }
     }
     problems
@@ -207,7 +268,10 @@ mod tests {
     use serde_json::json;
 
     fn messages(config: Value) -> Vec<String> {
-        semantic_problems(&config).into_iter().map(|p| p.message).collect()
+        semantic_problems(&config)
+            .into_iter()
+            .map(|p| p.message)
+            .collect()
     }
 
     fn valid() -> Value {
@@ -221,7 +285,11 @@ mod tests {
     #[test]
     fn a_wired_config_has_no_problems() {
         assert!(messages(valid()).is_empty());
-        assert!(Validator { repo_schemas: vec![] }.validate(&valid()).is_empty());
+        assert!(Validator {
+            repo_schemas: vec![]
+        }
+        .validate(&valid())
+        .is_empty());
     }
 
     #[test]

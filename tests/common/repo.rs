@@ -73,7 +73,9 @@ pub struct TestRepo {
 
 impl TestRepo {
     pub fn new() -> TestRepo {
-        let repo = TestRepo { dir: tempfile::tempdir().expect("temp dir") };
+        let repo = TestRepo {
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
         repo.write("fleet.yaml", FLEET);
         repo.write("templates/base.yaml.j2", BASE_TEMPLATE);
         repo.write("templates/prod.yaml.j2", PROD_TEMPLATE);
@@ -114,7 +116,11 @@ impl TestRepo {
     /// Replaces the one occurrence of `from` in a file.
     pub fn edit(&self, relative: &str, from: &str, to: &str) {
         let text = self.read(relative);
-        assert_eq!(text.matches(from).count(), 1, "`{from}` must occur once in {relative}");
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "`{from}` must occur once in {relative}"
+        );
         self.write(relative, &text.replacen(from, to, 1));
     }
 }
