@@ -1,6 +1,11 @@
 //! opamp-gitops: keeps a fleet of OpenTelemetry Collectors configured from a git repository,
 //! over OpAMP.
 
+pub mod admin;
 pub mod cli;
 pub mod diagnostics;
+pub mod fleet;
+pub mod opamp;
 pub mod repo;
+pub mod server;
+pub mod source;

@@ -20,6 +20,8 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Print the rule, hash and config files an agent with these attributes gets.
     Render(cli::render::RenderArgs),
+    /// Serve OpAMP to the fleet from a config repository.
+    Serve(cli::serve::ServeArgs),
 }
 
 fn main() {
@@ -27,6 +29,7 @@ fn main() {
     let code = match &cli.command {
         Command::Check(args) => cli::check::run(args),
         Command::Render(args) => cli::render::run(args),
+        Command::Serve(args) => cli::serve::run(args),
     };
     std::process::exit(code);
 }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod render;
+pub mod serve;
 
 use crate::repo::Snapshot;
 use std::path::Path;

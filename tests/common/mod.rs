@@ -1,7 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod repo;
+pub mod server;
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,135 @@
+//! `opamp-gitops serve`: runs the server until SIGTERM or SIGINT.
+
+use crate::fleet::FleetConfig;
+use crate::opamp::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::server::{self, ServeOptions};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Every flag also reads `OPAMP_GITOPS_<FLAG>` from the environment.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// The config repository: a directory (watched).
+    #[arg(long, env = "OPAMP_GITOPS_REPO", default_value = super::DEFAULT_REPO_DIR)]
+    pub repo: PathBuf,
+    /// OpAMP listener (path /v1/opamp, WebSocket and plain HTTP).
+    #[arg(long, env = "OPAMP_GITOPS_LISTEN", default_value = "0.0.0.0:4320")]
+    pub listen: SocketAddr,
+    /// Admin listener: probes, API, dashboard, metrics.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub admin_listen: SocketAddr,
+    /// The URL agents reach this server at; enables heartbeat-interval offers.
+    #[arg(long, env = "OPAMP_GITOPS_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// Heartbeat interval offered to agents that report heartbeats; three silent intervals
+    /// make an agent stale.
+    #[arg(long, env = "OPAMP_GITOPS_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Disconnected agents are forgotten after this long.
+    #[arg(long, env = "OPAMP_GITOPS_AGENT_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub agent_ttl: Duration,
+    /// The most agents the registry holds; new ones beyond it are asked to retry later.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_AGENTS", default_value_t = 100_000)]
+    pub max_agents: usize,
+    /// Largest inbound message, measured after decompression.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// Log format.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    pub log_format: LogFormat,
+}
+
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|e| format!("`{text}` is not a duration like 30s or 5m: {e}"))
+}
+
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub fn run(args: &ServeArgs) -> i32 {
+    init_logging(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    runtime.block_on(async {
+        let options = ServeOptions {
+            repo: args.repo.clone(),
+            listen: args.listen,
+            admin_listen: args.admin_listen,
+            fleet: FleetConfig {
+                heartbeat_interval: args.heartbeat_interval,
+                advertise_url: args.advertise_url.clone(),
+                agent_ttl: args.agent_ttl,
+                max_agents: args.max_agents,
+            },
+            max_message_bytes: args.max_message_bytes,
+        };
+        let server = match server::start(options).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e:#}");
+                return 1;
+            }
+        };
+        tracing::info!(
+            "listening opamp={} admin={}",
+            server.opamp_addr,
+            server.admin_addr
+        );
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        server.shutdown(SHUTDOWN_GRACE).await;
+        0
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("OPAMP_GITOPS_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}

@@ -1,0 +1,544 @@
+//! The fleet: the registry of agents keyed by instance uid, and the reconcile policy that
+//! decides what each agent is sent. Level-triggered: at every message and every new revision,
+//! an agent whose reported hash differs from its desired hash is offered the desired config.
+
+pub mod record;
+pub mod status;
+pub mod view;
+
+use crate::opamp::codec::{EncodedRemoteConfig, Reply};
+use crate::opamp::proto::{
+    AgentConfigFile, AgentConfigMap, AgentRemoteConfig, AgentToServer, ConnectionSettingsOffers,
+    OpAmpConnectionSettings, RemoteConfigStatuses, ServerErrorResponseType,
+};
+use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
+use crate::opamp::uid::InstanceUid;
+use crate::opamp::{agent_caps, server_caps};
+use crate::repo::hash::{ConfigHash, CONTENT_TYPE};
+use crate::repo::{Desired, DesiredConfig, Revision};
+use bytes::Bytes;
+use record::{AgentRecord, LiveSession, SessionCommand, Transport};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// Offered to agents that report heartbeats; three silent intervals make an agent stale.
+    pub heartbeat_interval: Duration,
+    /// The URL agents reach this server at; without it no connection settings are offered.
+    pub advertise_url: Option<String>,
+    /// Disconnected agents are forgotten after this long.
+    pub agent_ttl: Duration,
+    pub max_agents: usize,
+}
+
+impl Default for FleetConfig {
+    fn default() -> Self {
+        FleetConfig {
+            heartbeat_interval: Duration::from_secs(30),
+            advertise_url: None,
+            agent_ttl: Duration::from_secs(24 * 3600),
+            max_agents: 100_000,
+        }
+    }
+}
+
+/// The current revision, as published by the config source.
+pub type RevisionWatch = watch::Receiver<Option<Arc<Revision>>>;
+
+/// Who is talking: one WebSocket (for its whole life) or one HTTP request.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub id: ConnectionId,
+    pub transport: Transport,
+    pub token_name: Option<String>,
+    /// For WebSocket sessions: where the registry sends pushes and commands.
+    pub commands: Option<tokio::sync::mpsc::Sender<SessionCommand>>,
+}
+
+/// The answer to one message.
+#[derive(Debug)]
+pub enum Handled {
+    /// A normal reply, for the agent with this uid.
+    Reply { uid: InstanceUid, reply: Reply },
+    /// The message could not be taken (bad uid): an error reply.
+    Rejected(Reply),
+    /// The registry is full: an UNAVAILABLE reply (HTTP answers 503 instead).
+    Unavailable { reply: Reply, retry_after: Duration },
+}
+
+/// Counters the metrics endpoint reads.
+#[derive(Debug, Default)]
+pub struct FleetCounters {
+    pub config_pushes: AtomicU64,
+    pub full_state_requests: AtomicU64,
+    pub replaced_sessions: AtomicU64,
+}
+
+pub struct Fleet {
+    config: FleetConfig,
+    revisions: RevisionWatch,
+    agents: RwLock<HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>>,
+    /// Remote configs encoded once per hash, for the current revision.
+    encoded: Mutex<(String, HashMap<ConfigHash, Arc<EncodedRemoteConfig>>)>,
+    settings: Option<ConnectionSettingsOffers>,
+    capabilities: u64,
+    next_connection: AtomicU64,
+    pub counters: FleetCounters,
+    /// Push-to-applied latencies observed, handed to whoever records metrics.
+    on_applied: Option<Box<dyn Fn(Duration) + Send + Sync>>,
+}
+
+fn lock(record: &Mutex<AgentRecord>) -> MutexGuard<'_, AgentRecord> {
+    record.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Fleet {
+    pub fn new(config: FleetConfig, revisions: RevisionWatch) -> Fleet {
+        let settings = config
+            .advertise_url
+            .as_ref()
+            .map(|url| settings_offer(url, config.heartbeat_interval));
+        let mut capabilities = server_caps::ACCEPTS_STATUS
+            | server_caps::OFFERS_REMOTE_CONFIG
+            | server_caps::ACCEPTS_EFFECTIVE_CONFIG;
+        if settings.is_some() {
+            capabilities |= server_caps::OFFERS_CONNECTION_SETTINGS;
+        }
+        Fleet {
+            config,
+            revisions,
+            agents: RwLock::default(),
+            encoded: Mutex::default(),
+            settings,
+            capabilities,
+            next_connection: AtomicU64::new(1),
+            counters: FleetCounters::default(),
+            on_applied: None,
+        }
+    }
+
+    /// Calls `f` with the push-to-applied latency of every config an agent reports applied.
+    pub fn with_applied_observer(mut self, f: impl Fn(Duration) + Send + Sync + 'static) -> Fleet {
+        self.on_applied = Some(Box::new(f));
+        self
+    }
+
+    pub fn config(&self) -> &FleetConfig {
+        &self.config
+    }
+
+    pub fn capabilities(&self) -> u64 {
+        self.capabilities
+    }
+
+    pub fn new_connection_id(&self) -> ConnectionId {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn revision(&self) -> Option<Arc<Revision>> {
+        self.revisions.borrow().clone()
+    }
+
+    pub fn subscribe(&self) -> RevisionWatch {
+        self.revisions.clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.agents.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn record(&self, uid: &InstanceUid) -> Option<Arc<Mutex<AgentRecord>>> {
+        self.agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()
+    }
+
+    pub fn records(&self) -> Vec<Arc<Mutex<AgentRecord>>> {
+        self.agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The desired config of an agent under the current revision.
+    pub fn desired(&self, record: &AgentRecord) -> (Desired, Option<String>) {
+        match self.revision() {
+            Some(revision) => (revision.desired(&record.info), Some(revision.id.clone())),
+            None => (Desired::Unmanaged, None),
+        }
+    }
+
+    fn encoded(&self, revision: Option<&str>, config: &DesiredConfig) -> Arc<EncodedRemoteConfig> {
+        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        let revision = revision.unwrap_or_default();
+        if cache.0 != revision {
+            *cache = (revision.to_owned(), HashMap::new());
+        }
+        cache
+            .1
+            .entry(config.hash)
+            .or_insert_with(|| Arc::new(EncodedRemoteConfig::new(&remote_config(config))))
+            .clone()
+    }
+
+    fn intent(
+        &self,
+        desired: &Desired,
+        revision: Option<&str>,
+        connection: ConnectionId,
+        force: bool,
+    ) -> Intent {
+        Intent {
+            capabilities: self.capabilities,
+            remote_config: match desired {
+                Desired::Config(config) => Some(self.encoded(revision, config)),
+                _ => None,
+            },
+            settings: self.settings.clone(),
+            connection,
+            force,
+        }
+    }
+
+    /// Looks up or creates the record of `uid`; `None` when the registry is full.
+    fn record_for(
+        &self,
+        uid: InstanceUid,
+        uid_bytes: &Bytes,
+        transport: Transport,
+    ) -> Option<Arc<Mutex<AgentRecord>>> {
+        if let Some(record) = self.record(&uid) {
+            return Some(record);
+        }
+        let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = agents.get(&uid) {
+            return Some(record.clone());
+        }
+        if agents.len() >= self.config.max_agents {
+            return None;
+        }
+        let record = Arc::new(Mutex::new(AgentRecord::new(
+            uid,
+            uid_bytes.clone(),
+            transport,
+        )));
+        agents.insert(uid, record.clone());
+        Some(record)
+    }
+
+    /// Takes in one message from an agent and returns the reply.
+    pub fn handle(&self, msg: AgentToServer, connection: &Connection) -> Handled {
+        let uid_bytes = msg.instance_uid.clone();
+        let uid = match InstanceUid::parse(&uid_bytes) {
+            Ok(uid) => uid,
+            Err(e) => {
+                return Handled::Rejected(session::error_reply(
+                    uid_bytes,
+                    ServerErrorResponseType::BadRequest,
+                    e.to_string(),
+                    None,
+                ))
+            }
+        };
+        let Some(record) = self.record_for(uid, &uid_bytes, connection.transport) else {
+            let retry_after = Duration::from_secs(30);
+            let reply = session::error_reply(
+                uid_bytes,
+                ServerErrorResponseType::Unavailable,
+                format!(
+                    "the server holds its maximum of {} agents",
+                    self.config.max_agents
+                ),
+                Some(retry_after),
+            );
+            return Handled::Unavailable { reply, retry_after };
+        };
+        let mut rec = lock(&record);
+        rec.uid_bytes = uid_bytes.clone();
+        rec.last_seen = SystemTime::now();
+        rec.last_seen_at = Instant::now();
+        rec.transport = connection.transport;
+        rec.connected = true;
+        if connection.token_name.is_some() {
+            rec.token_name = connection.token_name.clone();
+        }
+        self.attach_session(&mut rec, connection);
+
+        let received = rec.state.receive(msg);
+        if received.description_changed {
+            rec.refresh_info();
+        }
+        if let Some((hash, status, error)) = &received.status_report {
+            self.on_status_report(&mut rec, hash, *status, error);
+        }
+        if received.disconnect {
+            rec.connected = false;
+            rec.session = None;
+            tracing::info!(agent = %uid, "agent disconnected");
+        }
+        let (desired, revision) = self.desired(&rec);
+        let intent = self.intent(&desired, revision.as_deref(), connection.id, false);
+        let (reply, events) = session::reply(
+            &mut rec.state,
+            &uid_bytes,
+            &received,
+            &intent,
+            InstanceUid::new_v7,
+        );
+        let new_uid = self.on_events(&mut rec, &events, revision.as_deref());
+        drop(rec);
+        if let Some(new_uid) = new_uid {
+            self.rekey(uid, new_uid, &record);
+        }
+        Handled::Reply { uid, reply }
+    }
+
+    /// A WebSocket session takes over the agent; an older live session is told to close.
+    fn attach_session(&self, rec: &mut AgentRecord, connection: &Connection) {
+        let Some(commands) = &connection.commands else {
+            return;
+        };
+        if let Some(old) = &rec.session {
+            if old.connection == connection.id {
+                return;
+            }
+            if !old.commands.is_closed() {
+                tracing::warn!(agent = %rec.uid, old = old.connection, new = connection.id, "a second session for this agent: closing the older one");
+                self.counters
+                    .replaced_sessions
+                    .fetch_add(1, Ordering::Relaxed);
+                let _ = old.commands.try_send(SessionCommand::Replaced);
+            }
+        }
+        rec.session = Some(LiveSession {
+            connection: connection.id,
+            commands: commands.clone(),
+        });
+    }
+
+    fn on_status_report(
+        &self,
+        rec: &mut AgentRecord,
+        hash: &Bytes,
+        status: RemoteConfigStatuses,
+        error: &str,
+    ) {
+        let hex = hex::encode(hash);
+        match status {
+            RemoteConfigStatuses::Applied => {
+                if let Some((offered, at)) = rec.offered_at {
+                    if offered.as_slice() == hash.as_ref() {
+                        rec.offered_at = None;
+                        if let Some(observe) = &self.on_applied {
+                            observe(at.elapsed());
+                        }
+                        tracing::info!(agent = %rec.uid, hash = %hex, latency_ms = at.elapsed().as_millis() as u64, "config applied");
+                    }
+                }
+            }
+            RemoteConfigStatuses::Failed => {
+                tracing::warn!(agent = %rec.uid, hash = %hex, error, "agent failed to apply config");
+            }
+            _ => {}
+        }
+    }
+
+    /// Records what the session did; returns a newly assigned uid.
+    fn on_events(
+        &self,
+        rec: &mut AgentRecord,
+        events: &[SessionEvent],
+        revision: Option<&str>,
+    ) -> Option<InstanceUid> {
+        let mut new_uid = None;
+        for event in events {
+            match event {
+                SessionEvent::ConfigOffered { hash } => {
+                    self.counters.config_pushes.fetch_add(1, Ordering::Relaxed);
+                    rec.offered_at = Some((*hash, Instant::now()));
+                    tracing::info!(agent = %rec.uid, hash = %hex::encode(hash), revision = revision.unwrap_or_default(), transport = rec.transport.as_str(), "config sent");
+                }
+                SessionEvent::FullStateRequested => {
+                    self.counters
+                        .full_state_requests
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                SessionEvent::NewUidAssigned { new_uid: uid } => new_uid = Some(*uid),
+            }
+        }
+        new_uid
+    }
+
+    /// The agent asked for a new uid: its record moves there.
+    fn rekey(&self, old: InstanceUid, new: InstanceUid, record: &Arc<Mutex<AgentRecord>>) {
+        let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
+        agents.remove(&old);
+        let mut rec = lock(record);
+        rec.uid = new;
+        rec.uid_bytes = Bytes::copy_from_slice(new.as_bytes());
+        rec.refresh_info();
+        drop(rec);
+        agents.insert(new, record.clone());
+        tracing::info!(old = %old, new = %new, "agent assigned a new instance uid");
+    }
+
+    /// What to push to an agent on `connection` without being asked: after a new revision, or
+    /// an operator's push (`force`). `None` when there is nothing new.
+    pub fn push(&self, uid: &InstanceUid, connection: ConnectionId, force: bool) -> Option<Reply> {
+        let record = self.record(uid)?;
+        let mut rec = lock(&record);
+        if !rec.connected {
+            return None;
+        }
+        if force {
+            rec.state.forget_offers();
+        }
+        let (desired, revision) = self.desired(&rec);
+        let intent = self.intent(&desired, revision.as_deref(), connection, force);
+        let uid_bytes = rec.uid_bytes.clone();
+        let (reply, events) = session::push(&mut rec.state, &uid_bytes, &intent)?;
+        self.on_events(&mut rec, &events, revision.as_deref());
+        Some(reply)
+    }
+
+    /// An operator's push: forget a remembered failure and send the desired config again (at
+    /// once over WebSocket, with the next poll over HTTP).
+    pub fn force_push(&self, uid: &InstanceUid) -> Result<(), ActionError> {
+        let record = self.record(uid).ok_or(ActionError::NotFound)?;
+        let session = {
+            let mut rec = lock(&record);
+            rec.state.forget_offers();
+            rec.session.clone().filter(|_| rec.connected)
+        };
+        if let Some(session) = session {
+            if let Some(reply) = self.push(uid, session.connection, true) {
+                session
+                    .commands
+                    .try_send(SessionCommand::Send(Box::new(reply)))
+                    .map_err(|_| ActionError::Busy)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks the agent to restart, when it accepts the command and is connected over WebSocket.
+    pub fn restart(&self, uid: &InstanceUid) -> Result<(), ActionError> {
+        let record = self.record(uid).ok_or(ActionError::NotFound)?;
+        let rec = lock(&record);
+        if !rec.state.has(agent_caps::ACCEPTS_RESTART_COMMAND) {
+            return Err(ActionError::Conflict("the agent does not accept the restart command (no AcceptsRestartCommand capability)".into()));
+        }
+        let session = rec
+            .session
+            .clone()
+            .filter(|_| rec.connected)
+            .ok_or_else(|| {
+                ActionError::Conflict(
+                    "the agent has no live WebSocket session to send the command on".into(),
+                )
+            })?;
+        let reply = session::restart_command(&rec.uid_bytes, self.capabilities);
+        drop(rec);
+        session
+            .commands
+            .try_send(SessionCommand::Send(Box::new(reply)))
+            .map_err(|_| ActionError::Busy)
+    }
+
+    /// A WebSocket closed: its agents are no longer connected through it.
+    pub fn connection_closed(&self, uid: &InstanceUid, connection: ConnectionId) {
+        if let Some(record) = self.record(uid) {
+            let mut rec = lock(&record);
+            if rec
+                .session
+                .as_ref()
+                .is_some_and(|s| s.connection == connection)
+            {
+                rec.session = None;
+                rec.connected = false;
+            }
+        }
+    }
+
+    /// Whether an agent has been silent for three heartbeat intervals.
+    pub fn is_stale(&self, rec: &AgentRecord) -> bool {
+        let expects_messages =
+            rec.transport == Transport::Http || rec.state.has(agent_caps::REPORTS_HEARTBEAT);
+        rec.connected
+            && expects_messages
+            && rec.last_seen_at.elapsed() > self.config.heartbeat_interval * 3
+    }
+
+    /// Forgets disconnected (or long-silent HTTP) agents not seen for the agent TTL.
+    pub fn forget_expired(&self) -> usize {
+        let ttl = self.config.agent_ttl;
+        let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
+        let before = agents.len();
+        agents.retain(|_, record| {
+            let rec = lock(record);
+            rec.session.is_some() || rec.last_seen_at.elapsed() < ttl
+        });
+        before - agents.len()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    #[error("no agent with that instance uid")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the agent's session is busy; try again")]
+    Busy,
+}
+
+fn remote_config(config: &DesiredConfig) -> AgentRemoteConfig {
+    AgentRemoteConfig {
+        config: Some(AgentConfigMap {
+            config_map: config
+                .files
+                .iter()
+                .map(|(name, body)| {
+                    (
+                        name.clone(),
+                        AgentConfigFile {
+                            body: body.clone(),
+                            content_type: CONTENT_TYPE.into(),
+                        },
+                    )
+                })
+                .collect(),
+        }),
+        config_hash: Bytes::copy_from_slice(&config.hash),
+    }
+}
+
+/// The heartbeat offer, with a hash that stays the same as long as its contents do.
+fn settings_offer(url: &str, interval: Duration) -> ConnectionSettingsOffers {
+    use sha2::{Digest, Sha256};
+    let seconds = interval.as_secs().max(1);
+    let hash = Sha256::digest(format!(
+        "opamp destination_endpoint={url} heartbeat_interval_seconds={seconds}"
+    ));
+    ConnectionSettingsOffers {
+        hash: Bytes::copy_from_slice(&hash),
+        opamp: Some(OpAmpConnectionSettings {
+            destination_endpoint: url.to_owned(),
+            heartbeat_interval_seconds: seconds,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

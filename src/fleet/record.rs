@@ -1,0 +1,139 @@
+//! One agent in the registry: its protocol state, what templates see of it, and how it is
+//! connected.
+
+use crate::opamp::codec::Reply;
+use crate::opamp::proto::{any_value, AgentDescription, AnyValue, KeyValue};
+use crate::opamp::session::{AgentState, ConnectionId};
+use crate::opamp::uid::InstanceUid;
+use crate::repo::hash::ConfigHash;
+use crate::repo::AgentInfo;
+use bytes::Bytes;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Ws,
+    Http,
+}
+
+impl Transport {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Http => "http",
+        }
+    }
+}
+
+/// What the registry asks of a live WebSocket session.
+#[derive(Debug)]
+pub enum SessionCommand {
+    /// Send this message now.
+    Send(Box<Reply>),
+    /// Another session took over this agent: close.
+    Replaced,
+}
+
+/// A live WebSocket session that serves an agent.
+#[derive(Debug, Clone)]
+pub struct LiveSession {
+    pub connection: ConnectionId,
+    pub commands: mpsc::Sender<SessionCommand>,
+}
+
+#[derive(Debug)]
+pub struct AgentRecord {
+    pub uid: InstanceUid,
+    /// The uid bytes as the agent sends them (16 bytes, or a legacy ULID string): replies echo them.
+    pub uid_bytes: Bytes,
+    pub state: AgentState,
+    pub info: Arc<AgentInfo>,
+    pub transport: Transport,
+    /// False after `agent_disconnect` or when its WebSocket closed.
+    pub connected: bool,
+    pub session: Option<LiveSession>,
+    pub first_seen: SystemTime,
+    pub last_seen: SystemTime,
+    pub last_seen_at: Instant,
+    pub token_name: Option<String>,
+    /// The last config offered and when, to measure push-to-applied latency.
+    pub offered_at: Option<(ConfigHash, Instant)>,
+}
+
+impl AgentRecord {
+    pub fn new(uid: InstanceUid, uid_bytes: Bytes, transport: Transport) -> AgentRecord {
+        AgentRecord {
+            uid,
+            uid_bytes,
+            state: AgentState::default(),
+            info: Arc::new(AgentInfo::new(
+                uid.to_string(),
+                BTreeMap::new(),
+                BTreeMap::new(),
+            )),
+            transport,
+            connected: true,
+            session: None,
+            first_seen: SystemTime::now(),
+            last_seen: SystemTime::now(),
+            last_seen_at: Instant::now(),
+            token_name: None,
+            offered_at: None,
+        }
+    }
+
+    /// Rebuilds what templates see from the agent's description.
+    pub fn refresh_info(&mut self) {
+        let (identifying, non_identifying) = match &self.state.description {
+            Some(AgentDescription {
+                identifying_attributes,
+                non_identifying_attributes,
+            }) => (
+                attribute_texts(identifying_attributes),
+                attribute_texts(non_identifying_attributes),
+            ),
+            None => (BTreeMap::new(), BTreeMap::new()),
+        };
+        self.info = Arc::new(AgentInfo::new(
+            self.uid.to_string(),
+            identifying,
+            non_identifying,
+        ));
+    }
+}
+
+/// Attribute values as text, as templates and selectors see them.
+pub fn attribute_texts(attributes: &[KeyValue]) -> BTreeMap<String, String> {
+    attributes
+        .iter()
+        .map(|kv| {
+            (
+                kv.key.clone(),
+                kv.value.as_ref().map(any_value_text).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+pub fn any_value_text(value: &AnyValue) -> String {
+    match &value.value {
+        None => String::new(),
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BytesValue(b)) => hex::encode(b),
+        Some(any_value::Value::ArrayValue(a)) => {
+            serde_json::to_string(&a.values.iter().map(any_value_text).collect::<Vec<_>>())
+                .unwrap_or_default()
+        }
+        Some(any_value::Value::KvlistValue(kv)) => {
+            serde_json::to_string(&attribute_texts(&kv.values)).unwrap_or_default()
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Read models of the registry: what the admin API, the dashboard and the metrics see of an
+//! agent, computed from its record and the current revision.
+
+use super::record::{AgentRecord, Transport};
+use super::status::{status, Status};
+use super::Fleet;
+use crate::repo::Desired;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct AgentSummary {
+    pub instance_uid: String,
+    pub attributes: BTreeMap<String, String>,
+    pub rule: Option<String>,
+    pub status: Status,
+    pub connected: bool,
+    pub stale: bool,
+    pub healthy: Option<bool>,
+    pub transport: Transport,
+    pub desired_hash: Option<String>,
+    pub reported_hash: Option<String>,
+    /// The revision the desired config comes from.
+    pub revision: Option<String>,
+    pub last_seen: String,
+    /// Why the agent is failed, unhealthy or has no valid render.
+    pub last_error: Option<String>,
+}
+
+impl Fleet {
+    pub fn summary(&self, rec: &AgentRecord) -> AgentSummary {
+        let (desired, revision) = self.desired(rec);
+        let summary_status = status(&rec.state, &desired);
+        let desired_hash = match &desired {
+            Desired::Config(c) => Some(c.hash_hex()),
+            _ => None,
+        };
+        AgentSummary {
+            instance_uid: rec.uid.to_string(),
+            attributes: rec.info.attributes.clone(),
+            rule: desired.rule().map(str::to_owned),
+            status: summary_status,
+            connected: rec.connected && !self.is_stale(rec),
+            stale: self.is_stale(rec),
+            healthy: rec.state.health.as_ref().map(|h| h.healthy),
+            transport: rec.transport,
+            desired_hash,
+            reported_hash: rec.state.reported_hash().map(hex::encode),
+            revision: revision.filter(|_| !matches!(desired, Desired::Unmanaged)),
+            last_seen: humantime::format_rfc3339_seconds(rec.last_seen).to_string(),
+            last_error: last_error(rec, &desired, summary_status),
+        }
+    }
+
+    /// Every agent's summary, ordered by uid.
+    pub fn summaries(&self) -> Vec<AgentSummary> {
+        let mut all: Vec<AgentSummary> = self
+            .records()
+            .iter()
+            .map(|r| self.summary(&r.lock().unwrap_or_else(|e| e.into_inner())))
+            .collect();
+        all.sort_by(|a, b| a.instance_uid.cmp(&b.instance_uid));
+        all
+    }
+}
+
+fn last_error(rec: &AgentRecord, desired: &Desired, status: Status) -> Option<String> {
+    match (status, desired) {
+        (Status::RenderError, Desired::Invalid { diagnostics, .. }) => Some(
+            diagnostics
+                .iter()
+                .map(|d| d.human())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        (Status::Failed, _) => rec
+            .state
+            .remote_config_status
+            .as_ref()
+            .map(|s| s.error_message.clone())
+            .filter(|m| !m.is_empty()),
+        _ => rec
+            .state
+            .health
+            .as_ref()
+            .filter(|h| !h.healthy && !h.last_error.is_empty())
+            .map(|h| h.last_error.clone()),
+    }
+}

@@ -1,0 +1,179 @@
+//! The OpAMP endpoint: one path for both transports. A `POST` with
+//! `Content-Type: application/x-protobuf` is plain HTTP (gzip accepted, gzip answered when
+//! allowed, size measured after decompression); anything else is a WebSocket upgrade.
+
+use super::codec::{self, CodecError};
+use super::ws;
+use crate::fleet::record::Transport;
+use crate::fleet::{Connection, Fleet, Handled};
+use axum::body::Body;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub const PROTOBUF: &str = "application/x-protobuf";
+
+/// What the OpAMP endpoint needs.
+#[derive(Clone)]
+pub struct OpampState {
+    pub fleet: Arc<Fleet>,
+    pub max_message_bytes: usize,
+    pub shutdown: CancellationToken,
+    /// Every live WebSocket session, so shutdown can wait for them to close.
+    pub sessions: tokio_util::task::TaskTracker,
+}
+
+pub async fn endpoint(State(state): State<OpampState>, request: Request) -> Response {
+    if request.method() == Method::POST && is_protobuf(request.headers()) {
+        return plain_http(state, request).await;
+    }
+    match axum::extract::WebSocketUpgrade::from_request(request, &()).await {
+        Ok(upgrade) => ws::upgrade(state, upgrade),
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
+fn is_protobuf(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(PROTOBUF))
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        message.into(),
+    )
+        .into_response()
+}
+
+async fn plain_http(state: OpampState, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let limit = state.max_message_bytes;
+    let raw = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("message is larger than the {limit}-byte limit"),
+            )
+        }
+    };
+    let gzipped = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let payload = if gzipped {
+        match codec::gunzip_limited(&raw, limit) {
+            Ok(p) => bytes::Bytes::from(p),
+            Err(CodecError::TooLarge { .. }) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("message is larger than the {limit}-byte limit after decompression"),
+                )
+            }
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    } else {
+        raw
+    };
+    let message = match codec::decode_agent_message(&payload) {
+        Ok(m) => m,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    let fleet = state.fleet.clone();
+    let connection = Connection {
+        id: fleet.new_connection_id(),
+        transport: Transport::Http,
+        token_name: None,
+        commands: None,
+    };
+    let reply = match fleet.handle(message, &connection) {
+        Handled::Reply { reply, .. } | Handled::Rejected(reply) => reply,
+        Handled::Unavailable { retry_after, .. } => {
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the server holds its maximum number of agents",
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(retry_after.as_secs()),
+            );
+            return response;
+        }
+    };
+    let encoded = reply.encode();
+    let mut response = if accepts_gzip(&parts.headers) {
+        let mut r = Response::new(Body::from(codec::gzip(&encoded)));
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
+    } else {
+        Response::new(Body::from(encoded))
+    };
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+    response
+}
+
+/// Whether `Accept-Encoding` allows gzip (with a non-zero quality, directly or through `*`).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut gzip = None;
+    let mut star = None;
+    for item in value.split(',') {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+            })
+            .next()
+            .unwrap_or(1.0);
+        match coding.as_str() {
+            "gzip" | "x-gzip" => gzip = Some(q > 0.0),
+            "*" => star = Some(q > 0.0),
+            _ => {}
+        }
+    }
+    gzip.or(star).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        h
+    }
+
+    #[test]
+    fn accept_encoding_quality_values_are_honoured() {
+        assert!(accepts_gzip(&with("gzip")));
+        assert!(accepts_gzip(&with("deflate, gzip;q=0.5")));
+        assert!(!accepts_gzip(&with("gzip;q=0")));
+        assert!(accepts_gzip(&with("*")));
+        assert!(!accepts_gzip(&with("*, gzip;q=0")));
+        assert!(!accepts_gzip(&with("identity")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,160 @@
+//! The WebSocket transport: one task per connection that answers every message, pushes the
+//! desired config when a new revision arrives, and carries the registry's commands (an
+//! operator's push, a restart, "another session replaced you").
+
+use super::codec::{self, CodecError, Reply};
+use super::http::OpampState;
+use super::proto::ServerErrorResponseType;
+use super::session::{self, ConnectionId};
+use super::uid::InstanceUid;
+use crate::fleet::record::{SessionCommand, Transport};
+use crate::fleet::{Connection, Handled};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+/// Per-connection buffers stay small: thousands of idle agents each hold one session.
+const BUFFER_BYTES: usize = 4 * 1024;
+
+/// Close codes (RFC 6455).
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_NORMAL: u16 = 1000;
+
+/// Agents one connection may speak for (a proxy multiplexes several).
+const MAX_AGENTS_PER_CONNECTION: usize = 64;
+
+pub fn upgrade(state: OpampState, upgrade: WebSocketUpgrade) -> Response {
+    let limit = state.max_message_bytes;
+    upgrade
+        .read_buffer_size(BUFFER_BYTES)
+        .write_buffer_size(BUFFER_BYTES)
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| {
+            let sessions = state.sessions.clone();
+            sessions.track_future(run(state, socket))
+        })
+}
+
+async fn run(state: OpampState, socket: WebSocket) {
+    let fleet = state.fleet.clone();
+    let connection_id: ConnectionId = fleet.new_connection_id();
+    let (commands_tx, mut commands) = mpsc::channel(16);
+    let connection = Connection {
+        id: connection_id,
+        transport: Transport::Ws,
+        token_name: None,
+        commands: Some(commands_tx),
+    };
+    let mut revisions = fleet.subscribe();
+    revisions.mark_unchanged();
+    let (mut sink, mut stream) = socket.split();
+    let mut agents: Vec<InstanceUid> = Vec::new();
+
+    let close = |code: u16, reason: &str| {
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        }))
+    };
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let frame = match frame {
+                    None => break,
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) => {
+                        let too_big = e.to_string().to_ascii_lowercase().contains("too long") || e.to_string().contains("Space limit");
+                        if too_big {
+                            tracing::warn!(connection = connection_id, "message over the size limit: closing with 1009");
+                            let _ = sink.send(close(CLOSE_TOO_BIG, "message too big")).await;
+                        }
+                        break;
+                    }
+                };
+                let reply = match frame {
+                    Message::Binary(data) => on_binary(&state, &connection, &mut agents, &data),
+                    Message::Text(_) => Some(malformed(&agents, "text frames are not OpAMP messages: send binary frames")),
+                    Message::Close(_) => break,
+                    Message::Ping(_) | Message::Pong(_) => None,
+                };
+                if let Some(reply) = reply {
+                    if sink.send(Message::Binary(reply.encode_ws().into())).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            changed = revisions.changed() => {
+                if changed.is_err() {
+                    let _ = sink.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    break;
+                }
+                for uid in &agents {
+                    if let Some(reply) = fleet.push(uid, connection_id, false) {
+                        if sink.send(Message::Binary(reply.encode_ws().into())).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            command = commands.recv() => match command {
+                Some(SessionCommand::Send(reply)) => {
+                    if sink.send(Message::Binary(reply.encode_ws().into())).await.is_err() {
+                        break;
+                    }
+                }
+                Some(SessionCommand::Replaced) => {
+                    let _ = sink.send(close(CLOSE_NORMAL, "replaced by a newer session of this agent")).await;
+                    break;
+                }
+                None => break,
+            },
+            _ = state.shutdown.cancelled() => {
+                let _ = sink.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                break;
+            }
+        }
+    }
+    for uid in &agents {
+        fleet.connection_closed(uid, connection_id);
+    }
+}
+
+fn on_binary(
+    state: &OpampState,
+    connection: &Connection,
+    agents: &mut Vec<InstanceUid>,
+    data: &Bytes,
+) -> Option<Reply> {
+    let message = match codec::ws_payload(data).and_then(codec::decode_agent_message) {
+        Ok(m) => m,
+        Err(
+            e @ (CodecError::NonZeroHeader(_) | CodecError::BadHeader | CodecError::Protobuf(_)),
+        ) => {
+            return Some(malformed(agents, &e.to_string()));
+        }
+        Err(e) => return Some(malformed(agents, &e.to_string())),
+    };
+    match state.fleet.handle(message, connection) {
+        Handled::Reply { uid, reply } => {
+            if !agents.contains(&uid) && agents.len() < MAX_AGENTS_PER_CONNECTION {
+                agents.push(uid);
+            }
+            Some(reply)
+        }
+        Handled::Rejected(reply) | Handled::Unavailable { reply, .. } => Some(reply),
+    }
+}
+
+/// A `BAD_REQUEST` for a message that could not be read; it names the connection's agent when
+/// there is exactly one.
+fn malformed(agents: &[InstanceUid], why: &str) -> Reply {
+    let uid = match agents {
+        [one] => Bytes::copy_from_slice(one.as_bytes()),
+        _ => Bytes::new(),
+    };
+    session::error_reply(uid, ServerErrorResponseType::BadRequest, why, None)
+}

@@ -1,0 +1,163 @@
+//! Where revisions come from and which one is current. A source produces snapshots; the store
+//! compiles each one and publishes it only when it compiles (all or nothing), remembering the
+//! last rejected one with its diagnostics.
+
+pub mod dir;
+
+use crate::diagnostics::Diagnostic;
+use crate::fleet::RevisionWatch;
+use crate::repo::{compile, CompileOptions, Revision, Snapshot};
+use serde::Serialize;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CurrentRevision {
+    pub id: String,
+    /// Where it came from: a directory path or a git URL and branch.
+    pub source: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub loaded_at: SystemTime,
+    /// True when served from the local cache because the source was unreachable.
+    pub from_cache: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastSync {
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RejectedRevision {
+    pub id: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub at: SystemTime,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SourceStatus {
+    pub current: Option<CurrentRevision>,
+    pub last_sync: Option<LastSync>,
+    pub rejected: Option<RejectedRevision>,
+}
+
+pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
+}
+
+/// The current revision and what happened to the last ones offered.
+pub struct RevisionStore {
+    sender: watch::Sender<Option<Arc<Revision>>>,
+    status: Mutex<SourceStatus>,
+    options: CompileOptions,
+}
+
+/// What became of a snapshot offered to the store.
+#[derive(Debug, PartialEq)]
+pub enum Offered {
+    /// It compiled and is now current.
+    Applied,
+    /// It is the revision already current.
+    Unchanged,
+    /// It did not compile; the current revision stays.
+    Rejected(Vec<Diagnostic>),
+}
+
+impl RevisionStore {
+    pub fn new(options: CompileOptions) -> (Arc<RevisionStore>, RevisionWatch) {
+        let (sender, receiver) = watch::channel(None);
+        let store = RevisionStore {
+            sender,
+            status: Mutex::default(),
+            options,
+        };
+        (Arc::new(store), receiver)
+    }
+
+    pub fn current(&self) -> Option<Arc<Revision>> {
+        self.sender.borrow().clone()
+    }
+
+    pub fn status(&self) -> SourceStatus {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SourceStatus> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Compiles `snapshot` and makes it current if it compiles.
+    pub fn offer(&self, snapshot: &Snapshot, id: &str, source: &str, from_cache: bool) -> Offered {
+        let now = SystemTime::now();
+        let unchanged = self.current().is_some_and(|r| r.id == id);
+        if unchanged {
+            let mut status = self.lock();
+            status.last_sync = Some(LastSync {
+                at: now,
+                error: None,
+            });
+            if let Some(current) = status.current.as_mut() {
+                current.from_cache &= from_cache;
+            }
+            return Offered::Unchanged;
+        }
+        let output = compile(snapshot, id, &self.options);
+        let mut status = self.lock();
+        status.last_sync = Some(LastSync {
+            at: now,
+            error: None,
+        });
+        match output.revision {
+            Some(revision) => {
+                status.current = Some(CurrentRevision {
+                    id: id.to_owned(),
+                    source: source.to_owned(),
+                    loaded_at: now,
+                    from_cache,
+                });
+                if status.rejected.as_ref().is_some_and(|r| r.id == id) {
+                    status.rejected = None;
+                }
+                drop(status);
+                tracing::info!(revision = id, source, from_cache, "revision applied");
+                self.sender.send_replace(Some(revision));
+                Offered::Applied
+            }
+            None => {
+                let diagnostics: Vec<Diagnostic> = output
+                    .diagnostics
+                    .into_iter()
+                    .filter(Diagnostic::is_error)
+                    .collect();
+                for d in &diagnostics {
+                    tracing::warn!(revision = id, "{}", d.human());
+                }
+                tracing::warn!(
+                    revision = id,
+                    errors = diagnostics.len(),
+                    "revision rejected: keeping the current one"
+                );
+                status.rejected = Some(RejectedRevision {
+                    id: id.to_owned(),
+                    at: now,
+                    diagnostics: diagnostics.clone(),
+                });
+                Offered::Rejected(diagnostics)
+            }
+        }
+    }
+
+    /// The source could not be read (an unreachable remote, say).
+    pub fn sync_failed(&self, error: impl Into<String>) {
+        let error = error.into();
+        tracing::warn!(%error, "sync failed");
+        self.lock().last_sync = Some(LastSync {
+            at: SystemTime::now(),
+            error: Some(error),
+        });
+    }
+}
