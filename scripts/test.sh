@@ -23,6 +23,12 @@ apt_install() {
 # Build tools for the crate, and git for the repositories the tests create.
 apt_install build-essential pkg-config git ca-certificates
 
+# The Go reference peers (opamp-go agent, Collector, Supervisor), built from the Go module proxy
+# into a cache keyed by their go.sum files: a warm run costs nothing.
+log "building the Go reference peers (tests/reference/build.sh)"
+OPAMP_GITOPS_REFERENCE_BIN="$(tests/reference/build.sh all | tail -n 1)"
+export OPAMP_GITOPS_REFERENCE_BIN
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

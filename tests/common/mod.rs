@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 pub mod agent;
+pub mod process;
+pub mod reference;
 pub mod repo;
 pub mod server;
 
