@@ -29,6 +29,10 @@ log "building the Go reference peers (tests/reference/build.sh)"
 OPAMP_GITOPS_REFERENCE_BIN="$(tests/reference/build.sh all | tail -n 1)"
 export OPAMP_GITOPS_REFERENCE_BIN
 
+# Third-party OpAMP clients from PyPI and npm, for the interop tests.
+log "installing the third-party OpAMP clients (tests/clients/install.sh)"
+bash tests/clients/install.sh >/dev/null
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

@@ -1,31 +1,84 @@
-//! The admin listener: probes now; the JSON API, dashboard, webhook and metrics grow here.
+//! The admin listener: probes, the revision API, refresh, and the git webhook. Mutating
+//! endpoints need an admin token; without a token file they are disabled.
+
+pub mod auth;
+pub mod webhook;
 
 use crate::fleet::Fleet;
 use crate::source::RevisionStore;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
+use auth::TokenFile;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::sync::Notify;
 
 #[derive(Clone)]
 pub struct AdminState {
     pub fleet: Arc<Fleet>,
     pub store: Arc<RevisionStore>,
+    /// Wakes the source for an immediate sync.
+    pub refresh: Arc<Notify>,
+    pub admin_tokens: Option<Arc<TokenFile>>,
+    pub webhook_secret_file: Option<PathBuf>,
+    /// The branch a git source tracks, when set explicitly.
+    pub tracked_branch: Option<String>,
 }
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/api/revision", get(revision))
+        .route("/api/refresh", post(refresh))
+        .route("/webhook/git", post(webhook::receive))
         .with_state(state)
 }
 
+/// `{"error": message}` with a status code.
+pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({"error": message.into()}))).into_response()
+}
+
+/// The admin token's name, or the refusal to send.
+pub fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<String, Response> {
+    let Some(tokens) = &state.admin_tokens else {
+        return Err(json_error(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled: start the server with --admin-token-file to enable them",
+        ));
+    };
+    match auth::bearer(headers).and_then(|presented| tokens.check(presented)) {
+        Some(name) => Ok(name),
+        None => Err(json_error(
+            StatusCode::UNAUTHORIZED,
+            "a valid admin token is required (Authorization: Bearer <token>)",
+        )),
+    }
+}
+
 /// Ready once any revision is loaded.
-async fn readyz(
-    axum::extract::State(state): axum::extract::State<AdminState>,
-) -> (StatusCode, &'static str) {
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     match state.store.current() {
         Some(_) => (StatusCode::OK, "ready\n"),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no revision loaded yet\n"),
     }
+}
+
+async fn revision(State(state): State<AdminState>) -> Response {
+    Json(state.store.status()).into_response()
+}
+
+async fn refresh(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    let who = match require_admin(&state, &headers) {
+        Ok(name) => name,
+        Err(refusal) => return refusal,
+    };
+    tracing::info!(token = who, "refresh requested");
+    state.refresh.notify_one();
+    (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
 }

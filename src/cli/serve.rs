@@ -16,9 +16,42 @@ pub enum LogFormat {
 /// Every flag also reads `OPAMP_GITOPS_<FLAG>` from the environment.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServeArgs {
-    /// The config repository: a directory (watched).
+    /// The config repository: a directory (watched) or a git URL (https://, http://, git://,
+    /// ssh://, git@host:path, file://).
     #[arg(long, env = "OPAMP_GITOPS_REPO", default_value = super::DEFAULT_REPO_DIR)]
-    pub repo: PathBuf,
+    pub repo: String,
+    /// Git: the branch to track (default: the remote's default branch).
+    #[arg(long, env = "OPAMP_GITOPS_BRANCH")]
+    pub branch: Option<String>,
+    /// Git: the sub-directory holding the config repository.
+    #[arg(long, env = "OPAMP_GITOPS_PATH")]
+    pub path: Option<String>,
+    /// Git: how often to fetch (with ±10% jitter); webhooks and refreshes fetch at once.
+    #[arg(long, env = "OPAMP_GITOPS_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub poll_interval: Duration,
+    /// Git: a fetch that takes longer is aborted.
+    #[arg(long, env = "OPAMP_GITOPS_FETCH_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub fetch_timeout: Duration,
+    /// Git mirror and last good revision (default: $XDG_CACHE_HOME/opamp-gitops).
+    #[arg(long, env = "OPAMP_GITOPS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Git: a file holding an HTTPS token.
+    #[arg(long, env = "OPAMP_GITOPS_GIT_TOKEN_FILE")]
+    pub git_token_file: Option<PathBuf>,
+    /// Git: an SSH private key file.
+    #[arg(long, env = "OPAMP_GITOPS_GIT_SSH_KEY_FILE")]
+    pub git_ssh_key_file: Option<PathBuf>,
+    /// Git: the known_hosts file SSH host keys are checked against (default ~/.ssh/known_hosts).
+    #[arg(long, env = "OPAMP_GITOPS_GIT_KNOWN_HOSTS")]
+    pub git_known_hosts: Option<PathBuf>,
+    /// The secret (GitHub, Gitea) or token (GitLab) webhooks are checked against; without it
+    /// /webhook/git answers 403.
+    #[arg(long, env = "OPAMP_GITOPS_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Admin tokens, one a line (optionally name:token); without it mutating endpoints are
+    /// disabled.
+    #[arg(long, env = "OPAMP_GITOPS_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// OpAMP listener (path /v1/opamp, WebSocket and plain HTTP).
     #[arg(long, env = "OPAMP_GITOPS_LISTEN", default_value = "0.0.0.0:4320")]
     pub listen: SocketAddr,
@@ -77,6 +110,19 @@ pub fn run(args: &ServeArgs) -> i32 {
     runtime.block_on(async {
         let options = ServeOptions {
             repo: args.repo.clone(),
+            branch: args.branch.clone(),
+            path: args.path.clone(),
+            poll_interval: args.poll_interval,
+            cache_dir: args
+                .cache_dir
+                .clone()
+                .unwrap_or_else(server::default_cache_dir),
+            git_token_file: args.git_token_file.clone(),
+            git_ssh_key_file: args.git_ssh_key_file.clone(),
+            git_known_hosts: args.git_known_hosts.clone(),
+            fetch_timeout: args.fetch_timeout,
+            webhook_secret_file: args.webhook_secret_file.clone(),
+            admin_token_file: args.admin_token_file.clone(),
             listen: args.listen,
             admin_listen: args.admin_listen,
             fleet: FleetConfig {

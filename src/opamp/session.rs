@@ -231,7 +231,10 @@ pub fn reply(
         message,
         remote_config: None,
     };
-    offer(state, &mut reply, intent, &mut events);
+    // Until the full state arrives the server does not know what the agent runs: hold offers.
+    if !received.need_full_state {
+        offer(state, &mut reply, intent, &mut events);
+    }
     (reply, events)
 }
 
@@ -575,6 +578,20 @@ mod tests {
                 .flags,
             0
         );
+    }
+
+    #[test]
+    fn a_reply_asking_for_the_full_state_offers_nothing_yet() {
+        let mut state = AgentState::default();
+        let mut first = heartbeat(1, SUPERVISED);
+        first.agent_description = Some(AgentDescription::default());
+        let r = exchange(&mut state, first.clone(), &intent(Some(config(1)), 1));
+        assert_eq!(r.message.flags, FLAG_REPORT_FULL_STATE);
+        assert!(r.remote_config.is_none());
+        first.sequence_num = 2;
+        let r = exchange(&mut state, first, &intent(Some(config(1)), 1));
+        assert_eq!(r.message.flags, 0);
+        assert!(r.remote_config.is_some(), "offered once the state is known");
     }
 
     #[test]

@@ -12,8 +12,14 @@ pub struct Snapshot {
     files: BTreeMap<String, Vec<u8>>,
 }
 
-/// Directories the loader never descends into.
-const SKIPPED_DIRS: &[&str] = &[".git", "node_modules", "target"];
+/// Directories the loader never descends into, besides hidden ones.
+const SKIPPED_DIRS: &[&str] = &["node_modules", "target"];
+
+/// Hidden entries (`.git`, an editor's `.fleet.yaml.swp`) and backups (`fleet.yaml~`) are not
+/// part of a config repository.
+fn ignored(name: &str) -> bool {
+    name.starts_with('.') || name.ends_with('~')
+}
 
 /// A repository larger than this is refused rather than held in memory.
 const MAX_SNAPSHOT_BYTES: u64 = 64 << 20;
@@ -72,6 +78,9 @@ impl Snapshot {
                 let file_type = entry.file_type()?;
                 let name = entry.file_name();
                 let name = name.to_string_lossy();
+                if ignored(&name) {
+                    continue;
+                }
                 if file_type.is_dir() {
                     if !SKIPPED_DIRS.contains(&name.as_ref()) {
                         stack.push(path);

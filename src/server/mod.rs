@@ -1,6 +1,7 @@
 //! `serve`: wires the config source, the fleet and the two listeners together, and shuts them
 //! down cleanly.
 
+use crate::admin::auth::TokenFile;
 use crate::admin::{self, AdminState};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::opamp::codec::DEFAULT_MAX_MESSAGE_BYTES;
@@ -8,7 +9,9 @@ use crate::opamp::http::{endpoint, OpampState};
 use crate::opamp::OPAMP_PATH;
 use crate::repo::CompileOptions;
 use crate::source::dir::DirSource;
-use crate::source::{Offered, RevisionStore};
+use crate::source::git::{is_git_url, GitOptions, GitSource};
+use crate::source::runner::{self, Source};
+use crate::source::RevisionStore;
 use anyhow::Context;
 use axum::routing::any;
 use axum::Router;
@@ -23,18 +26,48 @@ use tokio_util::task::TaskTracker;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    pub repo: PathBuf,
+    /// A directory, or a git URL.
+    pub repo: String,
+    pub branch: Option<String>,
+    pub path: Option<String>,
+    pub poll_interval: Duration,
+    pub cache_dir: PathBuf,
+    pub git_token_file: Option<PathBuf>,
+    pub git_ssh_key_file: Option<PathBuf>,
+    pub git_known_hosts: Option<PathBuf>,
+    pub fetch_timeout: Duration,
+    pub webhook_secret_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub fleet: FleetConfig,
     pub max_message_bytes: usize,
 }
 
+/// `$XDG_CACHE_HOME/opamp-gitops`, or `~/.cache/opamp-gitops`.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("opamp-gitops")
+}
+
 impl ServeOptions {
     /// Loopback listeners on ports the OS picks: what tests use.
-    pub fn local(repo: impl Into<PathBuf>) -> ServeOptions {
+    pub fn local(repo: impl AsRef<std::path::Path>) -> ServeOptions {
         ServeOptions {
-            repo: repo.into(),
+            repo: repo.as_ref().display().to_string(),
+            branch: None,
+            path: None,
+            poll_interval: Duration::from_secs(30),
+            cache_dir: default_cache_dir(),
+            git_token_file: None,
+            git_ssh_key_file: None,
+            git_known_hosts: None,
+            fetch_timeout: Duration::from_secs(60),
+            webhook_secret_file: None,
+            admin_token_file: None,
             listen: "127.0.0.1:0".parse().expect("valid address"),
             admin_listen: "127.0.0.1:0".parse().expect("valid address"),
             fleet: FleetConfig::default(),
@@ -49,7 +82,7 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     pub fleet: Arc<Fleet>,
     pub store: Arc<RevisionStore>,
-    source: Arc<DirSource>,
+    source: Arc<Source>,
     shutdown: CancellationToken,
     sessions: TaskTracker,
     tasks: JoinSet<()>,
@@ -57,14 +90,15 @@ pub struct Server {
 
 pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     let (store, revisions) = RevisionStore::new(CompileOptions::default());
-    let source = Arc::new(DirSource::new(options.repo.clone()));
-    if !source.path().is_dir() {
-        anyhow::bail!(
-            "config repository `{}` is not a directory",
-            source.path().display()
-        );
-    }
-    sync(&source, &store).await;
+    let source = Arc::new(source_for(&options)?);
+    let admin_tokens = match &options.admin_token_file {
+        Some(path) => Some(Arc::new(TokenFile::open(path).map_err(anyhow::Error::msg)?)),
+        None => {
+            tracing::warn!("no --admin-token-file: mutating admin endpoints (refresh, push, restart) are disabled");
+            None
+        }
+    };
+    let healthy = runner::initial_sync(&source, &store).await;
     let fleet = Arc::new(Fleet::new(options.fleet.clone(), revisions));
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
@@ -86,9 +120,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             shutdown: shutdown.clone(),
             sessions: sessions.clone(),
         });
+    let refresh = Arc::new(tokio::sync::Notify::new());
     let admin_app = admin::router(AdminState {
         fleet: fleet.clone(),
         store: store.clone(),
+        refresh: refresh.clone(),
+        admin_tokens,
+        webhook_secret_file: options.webhook_secret_file.clone(),
+        tracked_branch: options.branch.clone(),
     });
 
     let mut tasks = JoinSet::new();
@@ -106,6 +145,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             }
         });
     }
+    tasks.spawn(runner::run(
+        source.clone(),
+        store.clone(),
+        refresh,
+        options.poll_interval,
+        healthy,
+        shutdown.clone(),
+    ));
     let sweeper_fleet = fleet.clone();
     let token = shutdown.clone();
     tasks.spawn(async move {
@@ -134,17 +181,34 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     })
 }
 
-async fn sync(source: &Arc<DirSource>, store: &Arc<RevisionStore>) -> Offered {
-    let (source, store) = (source.clone(), store.clone());
-    tokio::task::spawn_blocking(move || source.sync(&store))
-        .await
-        .unwrap_or(Offered::Unchanged)
+fn source_for(options: &ServeOptions) -> anyhow::Result<Source> {
+    if is_git_url(&options.repo) {
+        return Ok(Source::Git(GitSource::new(GitOptions {
+            url: options.repo.clone(),
+            branch: options.branch.clone(),
+            path: options.path.clone(),
+            cache_dir: options.cache_dir.clone(),
+            token_file: options.git_token_file.clone(),
+            ssh_key_file: options.git_ssh_key_file.clone(),
+            known_hosts_file: options.git_known_hosts.clone(),
+            fetch_timeout: options.fetch_timeout,
+        })));
+    }
+    let dir = DirSource::new(&options.repo);
+    if !dir.path().is_dir() {
+        anyhow::bail!(
+            "config repository `{}` is neither a directory nor a git URL",
+            options.repo
+        );
+    }
+    Ok(Source::Dir(dir))
 }
 
 impl Server {
-    /// Reads the source again and applies what changed.
-    pub async fn reload(&self) -> Offered {
-        sync(&self.source, &self.store).await
+    /// Syncs the source now and waits for the result (the webhook and refresh endpoints only
+    /// trigger a sync).
+    pub async fn reload(&self) -> bool {
+        runner::sync(&self.source, &self.store).await
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

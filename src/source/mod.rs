@@ -3,11 +3,14 @@
 //! last rejected one with its diagnostics.
 
 pub mod dir;
+pub mod git;
+pub mod runner;
 
 use crate::diagnostics::Diagnostic;
 use crate::fleet::RevisionWatch;
 use crate::repo::{compile, CompileOptions, Revision, Snapshot};
 use serde::Serialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
@@ -54,6 +57,9 @@ pub struct RevisionStore {
     sender: watch::Sender<Option<Arc<Revision>>>,
     status: Mutex<SourceStatus>,
     options: CompileOptions,
+    /// Revisions applied and rejected since start.
+    pub applied: AtomicU64,
+    pub rejected: AtomicU64,
 }
 
 /// What became of a snapshot offered to the store.
@@ -74,6 +80,8 @@ impl RevisionStore {
             sender,
             status: Mutex::default(),
             options,
+            applied: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
         };
         (Arc::new(store), receiver)
     }
@@ -94,12 +102,16 @@ impl RevisionStore {
     pub fn offer(&self, snapshot: &Snapshot, id: &str, source: &str, from_cache: bool) -> Offered {
         let now = SystemTime::now();
         let unchanged = self.current().is_some_and(|r| r.id == id);
+        // A revision from the cache is no successful sync: the failure stays reported.
+        let synced = (!from_cache).then_some(LastSync {
+            at: now,
+            error: None,
+        });
         if unchanged {
             let mut status = self.lock();
-            status.last_sync = Some(LastSync {
-                at: now,
-                error: None,
-            });
+            if synced.is_some() {
+                status.last_sync = synced;
+            }
             if let Some(current) = status.current.as_mut() {
                 current.from_cache &= from_cache;
             }
@@ -107,10 +119,9 @@ impl RevisionStore {
         }
         let output = compile(snapshot, id, &self.options);
         let mut status = self.lock();
-        status.last_sync = Some(LastSync {
-            at: now,
-            error: None,
-        });
+        if synced.is_some() {
+            status.last_sync = synced;
+        }
         match output.revision {
             Some(revision) => {
                 status.current = Some(CurrentRevision {
@@ -123,6 +134,7 @@ impl RevisionStore {
                     status.rejected = None;
                 }
                 drop(status);
+                self.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(revision = id, source, from_cache, "revision applied");
                 self.sender.send_replace(Some(revision));
                 Offered::Applied
@@ -146,6 +158,7 @@ impl RevisionStore {
                     at: now,
                     diagnostics: diagnostics.clone(),
                 });
+                self.rejected.fetch_add(1, Ordering::Relaxed);
                 Offered::Rejected(diagnostics)
             }
         }

@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod agent;
+pub mod clients;
+pub mod git;
 pub mod process;
 pub mod reference;
 pub mod repo;
