@@ -21,7 +21,7 @@ enum Command {
     /// Print the rule, hash and config files an agent with these attributes gets.
     Render(cli::render::RenderArgs),
     /// Serve OpAMP to the fleet from a config repository.
-    Serve(cli::serve::ServeArgs),
+    Serve(Box<cli::serve::ServeArgs>),
 }
 
 fn main() {

@@ -17,7 +17,14 @@ pub struct Token {
 #[derive(Debug)]
 pub struct TokenFile {
     path: PathBuf,
-    cache: Mutex<(Option<(SystemTime, u64)>, Vec<Token>)>,
+    cache: Mutex<Cached>,
+}
+
+/// The tokens last read, and the file's modification time and size when they were.
+#[derive(Debug, Default)]
+struct Cached {
+    stamp: Option<(SystemTime, u64)>,
+    tokens: Vec<Token>,
 }
 
 pub fn parse_tokens(text: &str) -> Vec<Token> {
@@ -44,7 +51,7 @@ impl TokenFile {
     pub fn open(path: &Path) -> Result<TokenFile, String> {
         let file = TokenFile {
             path: path.to_owned(),
-            cache: Mutex::new((None, Vec::new())),
+            cache: Mutex::default(),
         };
         if file.tokens().is_empty() {
             return Err(format!(
@@ -65,21 +72,21 @@ impl TokenFile {
         let stamp = std::fs::metadata(&self.path)
             .ok()
             .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
-        if stamp.is_some() && stamp != cache.0 {
+        if stamp.is_some() && stamp != cache.stamp {
             match std::fs::read_to_string(&self.path) {
                 Ok(text) => {
                     let tokens = parse_tokens(&text);
-                    if cache.0.is_some() {
+                    if cache.stamp.is_some() {
                         tracing::info!(file = %self.path.display(), tokens = tokens.len(), "token file reloaded");
                     }
-                    *cache = (stamp, tokens);
+                    *cache = Cached { stamp, tokens };
                 }
                 Err(e) => {
                     tracing::warn!(file = %self.path.display(), error = %e, "cannot read token file: keeping the tokens read before")
                 }
             }
         }
-        cache.1.clone()
+        cache.tokens.clone()
     }
 
     /// The name of the token that equals `presented`, compared in constant time against every

@@ -44,21 +44,33 @@ pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
-/// The admin token's name, or the refusal to send.
-pub fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<String, Response> {
-    let Some(tokens) = &state.admin_tokens else {
-        return Err(json_error(
-            StatusCode::FORBIDDEN,
-            "mutating endpoints are disabled: start the server with --admin-token-file to enable them",
-        ));
-    };
-    match auth::bearer(headers).and_then(|presented| tokens.check(presented)) {
-        Some(name) => Ok(name),
-        None => Err(json_error(
-            StatusCode::UNAUTHORIZED,
-            "a valid admin token is required (Authorization: Bearer <token>)",
-        )),
+/// Why an admin request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: &'static str,
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        json_error(self.status, self.message)
     }
+}
+
+/// The admin token's name, or why the request is refused.
+pub fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<String, Refusal> {
+    let Some(tokens) = &state.admin_tokens else {
+        return Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            message: "mutating endpoints are disabled: start the server with --admin-token-file to enable them",
+        });
+    };
+    auth::bearer(headers)
+        .and_then(|presented| tokens.check(presented))
+        .ok_or(Refusal {
+            status: StatusCode::UNAUTHORIZED,
+            message: "a valid admin token is required (Authorization: Bearer <token>)",
+        })
 }
 
 /// Ready once any revision is loaded.
@@ -76,7 +88,7 @@ async fn revision(State(state): State<AdminState>) -> Response {
 async fn refresh(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     let who = match require_admin(&state, &headers) {
         Ok(name) => name,
-        Err(refusal) => return refusal,
+        Err(refusal) => return refusal.into_response(),
     };
     tracing::info!(token = who, "refresh requested");
     state.refresh.notify_one();
