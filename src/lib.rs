@@ -2,9 +2,11 @@
 //! over OpAMP.
 
 pub mod admin;
+pub mod audit;
 pub mod cli;
 pub mod diagnostics;
 pub mod fleet;
+pub mod metrics;
 pub mod opamp;
 pub mod repo;
 pub mod server;

@@ -1,10 +1,13 @@
 //! The admin listener: probes, the revision API, refresh, and the git webhook. Mutating
 //! endpoints need an admin token; without a token file they are disabled.
 
+pub mod api;
 pub mod auth;
+pub mod redact;
 pub mod webhook;
 
 use crate::fleet::Fleet;
+use crate::metrics::{AgentLabels, Metrics, RequestLabels};
 use crate::source::RevisionStore;
 use auth::TokenFile;
 use axum::extract::State;
@@ -13,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -27,6 +31,8 @@ pub struct AdminState {
     pub webhook_secret_file: Option<PathBuf>,
     /// The branch a git source tracks, when set explicitly.
     pub tracked_branch: Option<String>,
+    /// Show secret-looking config values instead of `<redacted>`.
+    pub show_secrets: bool,
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -36,7 +42,65 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/revision", get(revision))
         .route("/api/refresh", post(refresh))
         .route("/webhook/git", post(webhook::receive))
+        .route("/api/agents", get(api::agents))
+        .route("/api/agents/{uid}", get(api::agent))
+        .route("/api/agents/{uid}/push", post(api::push))
+        .route("/api/agents/{uid}/restart", post(api::restart))
+        .route("/api/rules", get(api::rules))
+        .route("/api/events", get(api::events))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.fleet.metrics.clone(),
+            count_requests,
+        ))
         .with_state(state)
+}
+
+/// Counts every request by its route pattern and status code.
+pub async fn count_requests(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    metrics
+        .http_requests
+        .get_or_create(&RequestLabels {
+            route,
+            code: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let metrics = &state.fleet.metrics;
+    let mut counts: HashMap<AgentLabels, i64> = HashMap::new();
+    for agent in state.fleet.summaries() {
+        let labels = AgentLabels {
+            status: agent.status.as_str().to_owned(),
+            transport: agent.transport.as_str().to_owned(),
+            connected: agent.connected.to_string(),
+        };
+        *counts.entry(labels).or_default() += 1;
+    }
+    metrics.agents.clear();
+    for (labels, count) in counts {
+        metrics.agents.get_or_create(&labels).set(count);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 /// `{"error": message}` with a status code.
@@ -90,7 +154,14 @@ async fn refresh(State(state): State<AdminState>, headers: HeaderMap) -> Respons
         Ok(name) => name,
         Err(refusal) => return refusal.into_response(),
     };
-    tracing::info!(token = who, "refresh requested");
+    state
+        .fleet
+        .audit
+        .record(crate::audit::AuditKind::AdminAction {
+            action: "refresh".into(),
+            agent: None,
+            token: who,
+        });
     state.refresh.notify_one();
     (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
 }

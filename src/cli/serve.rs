@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Largest inbound message, measured after decompression.
     #[arg(long, env = "OPAMP_GITOPS_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Show secret-looking config values in the API and dashboard instead of `<redacted>`.
+    #[arg(long, env = "OPAMP_GITOPS_SHOW_SECRETS")]
+    pub show_secrets: bool,
     /// Log format.
     #[arg(
         long,
@@ -132,6 +135,7 @@ pub fn run(args: &ServeArgs) -> i32 {
                 max_agents: args.max_agents,
             },
             max_message_bytes: args.max_message_bytes,
+            show_secrets: args.show_secrets,
         };
         let server = match server::start(options).await {
             Ok(s) => s,

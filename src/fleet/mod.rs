@@ -6,6 +6,8 @@ pub mod record;
 pub mod status;
 pub mod view;
 
+use crate::audit::{AuditKind, AuditLog};
+use crate::metrics::Metrics;
 use crate::opamp::codec::{EncodedRemoteConfig, Reply};
 use crate::opamp::proto::{
     AgentConfigFile, AgentConfigMap, AgentRemoteConfig, AgentToServer, ConnectionSettingsOffers,
@@ -88,8 +90,8 @@ pub struct Fleet {
     capabilities: u64,
     next_connection: AtomicU64,
     pub counters: FleetCounters,
-    /// Push-to-applied latencies observed, handed to whoever records metrics.
-    on_applied: Option<Box<dyn Fn(Duration) + Send + Sync>>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<AuditLog>,
 }
 
 fn lock(record: &Mutex<AgentRecord>) -> MutexGuard<'_, AgentRecord> {
@@ -97,7 +99,12 @@ fn lock(record: &Mutex<AgentRecord>) -> MutexGuard<'_, AgentRecord> {
 }
 
 impl Fleet {
-    pub fn new(config: FleetConfig, revisions: RevisionWatch) -> Fleet {
+    pub fn new(
+        config: FleetConfig,
+        revisions: RevisionWatch,
+        metrics: Arc<Metrics>,
+        audit: Arc<AuditLog>,
+    ) -> Fleet {
         let settings = config
             .advertise_url
             .as_ref()
@@ -117,14 +124,9 @@ impl Fleet {
             capabilities,
             next_connection: AtomicU64::new(1),
             counters: FleetCounters::default(),
-            on_applied: None,
+            metrics,
+            audit,
         }
-    }
-
-    /// Calls `f` with the push-to-applied latency of every config an agent reports applied.
-    pub fn with_applied_observer(mut self, f: impl Fn(Duration) + Send + Sync + 'static) -> Fleet {
-        self.on_applied = Some(Box::new(f));
-        self
     }
 
     pub fn config(&self) -> &FleetConfig {
@@ -289,6 +291,12 @@ impl Fleet {
             tracing::info!(agent = %uid, "agent disconnected");
         }
         let (desired, revision) = self.desired(&rec);
+        if let Desired::Invalid { .. } = &desired {
+            if rec.render_error_revision != revision {
+                rec.render_error_revision = revision.clone();
+                self.metrics.render_errors.inc();
+            }
+        }
         let intent = self.intent(&desired, revision.as_deref(), connection.id, false);
         let (reply, events) = session::reply(
             &mut rec.state,
@@ -341,9 +349,9 @@ impl Fleet {
                 if let Some((offered, at)) = rec.offered_at {
                     if offered.as_slice() == hash.as_ref() {
                         rec.offered_at = None;
-                        if let Some(observe) = &self.on_applied {
-                            observe(at.elapsed());
-                        }
+                        self.metrics
+                            .push_to_applied
+                            .observe(at.elapsed().as_secs_f64());
                         tracing::info!(agent = %rec.uid, hash = %hex, latency_ms = at.elapsed().as_millis() as u64, "config applied");
                     }
                 }
@@ -353,6 +361,18 @@ impl Fleet {
             }
             _ => {}
         }
+        let status = match status {
+            RemoteConfigStatuses::Unset => "unset",
+            RemoteConfigStatuses::Applied => "applied",
+            RemoteConfigStatuses::Applying => "applying",
+            RemoteConfigStatuses::Failed => "failed",
+        };
+        self.audit.record(AuditKind::StatusReported {
+            agent: rec.uid.to_string(),
+            hash: hex,
+            status: status.into(),
+            error: (!error.is_empty()).then(|| error.to_owned()),
+        });
     }
 
     /// Records what the session did; returns a newly assigned uid.
@@ -367,7 +387,13 @@ impl Fleet {
             match event {
                 SessionEvent::ConfigOffered { hash } => {
                     self.counters.config_pushes.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.config_pushes.inc();
                     rec.offered_at = Some((*hash, Instant::now()));
+                    self.audit.record(AuditKind::ConfigSent {
+                        agent: rec.uid.to_string(),
+                        hash: hex::encode(hash),
+                        revision: revision.unwrap_or_default().to_owned(),
+                    });
                     tracing::info!(agent = %rec.uid, hash = %hex::encode(hash), revision = revision.unwrap_or_default(), transport = rec.transport.as_str(), "config sent");
                 }
                 SessionEvent::FullStateRequested => {

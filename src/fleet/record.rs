@@ -63,6 +63,8 @@ pub struct AgentRecord {
     pub token_name: Option<String>,
     /// The last config offered and when, to measure push-to-applied latency.
     pub offered_at: Option<(ConfigHash, Instant)>,
+    /// The revision under which this agent's render last failed (counted once per revision).
+    pub render_error_revision: Option<String>,
 }
 
 impl AgentRecord {
@@ -84,6 +86,7 @@ impl AgentRecord {
             last_seen_at: Instant::now(),
             token_name: None,
             offered_at: None,
+            render_error_revision: None,
         }
     }
 

@@ -83,6 +83,7 @@ async fn plain_http(state: OpampState, request: Request) -> Response {
     } else {
         raw
     };
+    state.fleet.metrics.message_in(payload.len());
     let message = match codec::decode_agent_message(&payload) {
         Ok(m) => m,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -109,6 +110,7 @@ async fn plain_http(state: OpampState, request: Request) -> Response {
         }
     };
     let encoded = reply.encode();
+    state.fleet.metrics.message_out(encoded.len());
     let mut response = if accepts_gzip(&parts.headers) {
         let mut r = Response::new(Body::from(codec::gzip(&encoded)));
         r.headers_mut()

@@ -136,20 +136,23 @@ impl AgentState {
             || (self.has(agent_caps::REPORTS_HEALTH) && self.health.is_none())
     }
 
-    /// Whether `desired` should be offered on `connection` now. `force` is an operator's push.
+    /// Whether `desired` should be offered on `connection` now. `force` is an operator's push:
+    /// it sends even what the agent reported having (FAILED or not).
     pub fn should_offer(
         &self,
         desired: &EncodedRemoteConfig,
         connection: ConnectionId,
         force: bool,
     ) -> bool {
-        if !self.has(agent_caps::ACCEPTS_REMOTE_CONFIG)
-            || self.reported_hash() == Some(&desired.hash[..])
-        {
+        if !self.has(agent_caps::ACCEPTS_REMOTE_CONFIG) {
             return false;
         }
+        // An operator's push re-sends whatever the agent reported, a FAILED hash included.
         if force {
             return true;
+        }
+        if self.reported_hash() == Some(&desired.hash[..]) {
+            return false;
         }
         if self.failed_hash == Some(desired.hash) {
             return false;

@@ -9,6 +9,7 @@ use super::session::{self, ConnectionId};
 use super::uid::InstanceUid;
 use crate::fleet::record::{SessionCommand, Transport};
 use crate::fleet::{Connection, Handled};
+use crate::metrics::Metrics;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::Bytes;
@@ -76,13 +77,16 @@ async fn run(state: OpampState, socket: WebSocket) {
                     }
                 };
                 let reply = match frame {
-                    Message::Binary(data) => on_binary(&state, &connection, &mut agents, &data),
+                    Message::Binary(data) => {
+                        fleet.metrics.message_in(data.len());
+                        on_binary(&state, &connection, &mut agents, &data)
+                    }
                     Message::Text(_) => Some(malformed(&agents, "text frames are not OpAMP messages: send binary frames")),
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => None,
                 };
                 if let Some(reply) = reply {
-                    if sink.send(Message::Binary(reply.encode_ws().into())).await.is_err() {
+                    if !send_reply(&mut sink, &fleet.metrics, &reply).await {
                         break;
                     }
                 }
@@ -94,7 +98,7 @@ async fn run(state: OpampState, socket: WebSocket) {
                 }
                 for uid in &agents {
                     if let Some(reply) = fleet.push(uid, connection_id, false) {
-                        if sink.send(Message::Binary(reply.encode_ws().into())).await.is_err() {
+                        if !send_reply(&mut sink, &fleet.metrics, &reply).await {
                             break;
                         }
                     }
@@ -102,7 +106,7 @@ async fn run(state: OpampState, socket: WebSocket) {
             }
             command = commands.recv() => match command {
                 Some(SessionCommand::Send(reply)) => {
-                    if sink.send(Message::Binary(reply.encode_ws().into())).await.is_err() {
+                    if !send_reply(&mut sink, &fleet.metrics, &reply).await {
                         break;
                     }
                 }
@@ -121,6 +125,16 @@ async fn run(state: OpampState, socket: WebSocket) {
     for uid in &agents {
         fleet.connection_closed(uid, connection_id);
     }
+}
+
+/// Sends one reply; `false` when the connection is gone.
+async fn send_reply<S>(sink: &mut S, metrics: &Metrics, reply: &Reply) -> bool
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
+    let bytes = reply.encode_ws();
+    metrics.message_out(bytes.len());
+    sink.send(Message::Binary(bytes.into())).await.is_ok()
 }
 
 fn on_binary(

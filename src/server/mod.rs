@@ -3,7 +3,9 @@
 
 use crate::admin::auth::TokenFile;
 use crate::admin::{self, AdminState};
+use crate::audit::AuditLog;
 use crate::fleet::{Fleet, FleetConfig};
+use crate::metrics::Metrics;
 use crate::opamp::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::opamp::http::{endpoint, OpampState};
 use crate::opamp::OPAMP_PATH;
@@ -42,6 +44,7 @@ pub struct ServeOptions {
     pub admin_listen: SocketAddr,
     pub fleet: FleetConfig,
     pub max_message_bytes: usize,
+    pub show_secrets: bool,
 }
 
 /// `$XDG_CACHE_HOME/opamp-gitops`, or `~/.cache/opamp-gitops`.
@@ -72,6 +75,7 @@ impl ServeOptions {
             admin_listen: "127.0.0.1:0".parse().expect("valid address"),
             fleet: FleetConfig::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            show_secrets: false,
         }
     }
 }
@@ -89,7 +93,10 @@ pub struct Server {
 }
 
 pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
-    let (store, revisions) = RevisionStore::new(CompileOptions::default());
+    let metrics = Arc::new(Metrics::new());
+    let audit = Arc::new(AuditLog::default());
+    let (store, revisions) =
+        RevisionStore::new(CompileOptions::default(), metrics.clone(), audit.clone());
     let source = Arc::new(source_for(&options)?);
     let admin_tokens = match &options.admin_token_file {
         Some(path) => Some(Arc::new(TokenFile::open(path).map_err(anyhow::Error::msg)?)),
@@ -99,7 +106,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         }
     };
     let healthy = runner::initial_sync(&source, &store).await;
-    let fleet = Arc::new(Fleet::new(options.fleet.clone(), revisions));
+    let fleet = Arc::new(Fleet::new(
+        options.fleet.clone(),
+        revisions,
+        metrics.clone(),
+        audit.clone(),
+    ));
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
 
@@ -114,6 +126,10 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
 
     let opamp_app = Router::new()
         .route(OPAMP_PATH, any(endpoint))
+        .route_layer(axum::middleware::from_fn_with_state(
+            metrics.clone(),
+            admin::count_requests,
+        ))
         .with_state(OpampState {
             fleet: fleet.clone(),
             max_message_bytes: options.max_message_bytes,
@@ -128,6 +144,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         admin_tokens,
         webhook_secret_file: options.webhook_secret_file.clone(),
         tracked_branch: options.branch.clone(),
+        show_secrets: options.show_secrets,
     });
 
     let mut tasks = JoinSet::new();

@@ -6,8 +6,10 @@ pub mod dir;
 pub mod git;
 pub mod runner;
 
+use crate::audit::{AuditKind, AuditLog};
 use crate::diagnostics::Diagnostic;
 use crate::fleet::RevisionWatch;
+use crate::metrics::Metrics;
 use crate::repo::{compile, CompileOptions, Revision, Snapshot};
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,6 +62,8 @@ pub struct RevisionStore {
     /// Revisions applied and rejected since start.
     pub applied: AtomicU64,
     pub rejected: AtomicU64,
+    metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
 }
 
 /// What became of a snapshot offered to the store.
@@ -74,7 +78,11 @@ pub enum Offered {
 }
 
 impl RevisionStore {
-    pub fn new(options: CompileOptions) -> (Arc<RevisionStore>, RevisionWatch) {
+    pub fn new(
+        options: CompileOptions,
+        metrics: Arc<Metrics>,
+        audit: Arc<AuditLog>,
+    ) -> (Arc<RevisionStore>, RevisionWatch) {
         let (sender, receiver) = watch::channel(None);
         let store = RevisionStore {
             sender,
@@ -82,6 +90,8 @@ impl RevisionStore {
             options,
             applied: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            metrics,
+            audit,
         };
         (Arc::new(store), receiver)
     }
@@ -111,6 +121,7 @@ impl RevisionStore {
             let mut status = self.lock();
             if synced.is_some() {
                 status.last_sync = synced;
+                self.metrics.synced_now();
             }
             if let Some(current) = status.current.as_mut() {
                 current.from_cache &= from_cache;
@@ -121,6 +132,7 @@ impl RevisionStore {
         let mut status = self.lock();
         if synced.is_some() {
             status.last_sync = synced;
+            self.metrics.synced_now();
         }
         match output.revision {
             Some(revision) => {
@@ -136,6 +148,12 @@ impl RevisionStore {
                 drop(status);
                 self.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(revision = id, source, from_cache, "revision applied");
+                self.metrics.set_revision(id);
+                self.audit.record(AuditKind::RevisionApplied {
+                    revision: id.to_owned(),
+                    source: source.to_owned(),
+                    from_cache,
+                });
                 self.sender.send_replace(Some(revision));
                 Offered::Applied
             }
@@ -159,6 +177,15 @@ impl RevisionStore {
                     diagnostics: diagnostics.clone(),
                 });
                 self.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.compile_failures.inc();
+                self.audit.record(AuditKind::RevisionRejected {
+                    revision: id.to_owned(),
+                    errors: diagnostics.len(),
+                    first_error: diagnostics
+                        .first()
+                        .map(Diagnostic::human)
+                        .unwrap_or_default(),
+                });
                 Offered::Rejected(diagnostics)
             }
         }
@@ -168,6 +195,7 @@ impl RevisionStore {
     pub fn sync_failed(&self, error: impl Into<String>) {
         let error = error.into();
         tracing::warn!(%error, "sync failed");
+        self.metrics.sync_failures.inc();
         self.lock().last_sync = Some(LastSync {
             at: SystemTime::now(),
             error: Some(error),

@@ -1,0 +1,468 @@
+//! The admin JSON API and /metrics against the real server with real agents connected.
+
+mod common;
+
+use common::admin::{get, post};
+use common::agent::{config_hash, Identity, WsAgent};
+use common::repo::TestRepo;
+use common::server::start_with;
+use opamp_gitops::opamp::agent_caps;
+use opamp_gitops::opamp::proto::RemoteConfigStatuses::{Applied, Failed, Unset};
+use opamp_gitops::server::{ServeOptions, Server};
+use serde_json::Value;
+use std::time::Duration;
+
+const ADMIN: (&str, &str) = ("Authorization", "Bearer admin-token");
+
+async fn block<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+struct Fixture {
+    _tokens: tempfile::TempDir,
+    repo: TestRepo,
+    server: Server,
+}
+
+async fn fixture() -> Fixture {
+    let tokens = tempfile::tempdir().unwrap();
+    std::fs::write(tokens.path().join("admin"), "alice:admin-token\n").unwrap();
+    let repo = TestRepo::new();
+    repo.edit(
+        "templates/prod.yaml.j2",
+        "    endpoint: tempo-",
+        "    headers:\n      authorization: \"Bearer ${env:TEMPO_TOKEN}\"\n    endpoint: tempo-",
+    );
+    let mut options = ServeOptions::local(repo.path());
+    options.admin_token_file = Some(tokens.path().join("admin"));
+    let server = start_with(options).await;
+    Fixture {
+        _tokens: tokens,
+        repo,
+        server,
+    }
+}
+
+/// An agent that reports `status` for its first config.
+async fn agent_reporting(
+    server: &Server,
+    attrs: &[(&str, &str)],
+    status: opamp_gitops::opamp::proto::RemoteConfigStatuses,
+    caps: u64,
+) -> WsAgent {
+    let mut id = Identity::new(attrs);
+    id.capabilities |= caps;
+    let mut ws = WsAgent::connect(server.opamp_addr, id).await;
+    let msg = ws.id.full_state(&[], Unset);
+    let reply = ws.exchange(msg).await;
+    if let Some(hash) = config_hash(&reply) {
+        let error = if status == Failed {
+            "exporter otlp: connection refused"
+        } else {
+            ""
+        };
+        let msg = ws.id.report(&hash, status, error);
+        ws.exchange(msg).await;
+    }
+    ws
+}
+
+fn uids(page: &Value) -> Vec<String> {
+    page["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["instance_uid"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_listed_filtered_and_paginated() {
+    let f = fixture().await;
+    let prod = agent_reporting(
+        &f.server,
+        &[("environment", "production"), ("team", "a")],
+        Applied,
+        0,
+    )
+    .await;
+    let failed = agent_reporting(
+        &f.server,
+        &[("environment", "production"), ("team", "b")],
+        Failed,
+        0,
+    )
+    .await;
+    let dev = agent_reporting(&f.server, &[("environment", "dev")], Applied, 0).await;
+    let addr = f.server.admin_addr;
+
+    let all = block(|| get(addr, "/api/agents")).await.json();
+    assert_eq!(all["total"], 3);
+    let first = &all["agents"][0];
+    for key in [
+        "instance_uid",
+        "attributes",
+        "rule",
+        "status",
+        "connected",
+        "stale",
+        "healthy",
+        "transport",
+        "desired_hash",
+        "reported_hash",
+        "revision",
+        "last_seen",
+    ] {
+        assert!(first.get(key).is_some(), "summary lacks {key}: {first}");
+    }
+    let failed_only = block(|| get(addr, "/api/agents?status=failed"))
+        .await
+        .json();
+    assert_eq!(uids(&failed_only), vec![failed.id.uid_string()]);
+    let by_rule = block(|| get(addr, "/api/agents?rule=everyone"))
+        .await
+        .json();
+    assert_eq!(uids(&by_rule), vec![dev.id.uid_string()]);
+    let by_label = block(|| get(addr, "/api/agents?label=team%3Da"))
+        .await
+        .json();
+    assert_eq!(uids(&by_label), vec![prod.id.uid_string()]);
+    let both = block(|| {
+        get(
+            addr,
+            "/api/agents?label=environment%3Dproduction&status=applied",
+        )
+    })
+    .await
+    .json();
+    assert_eq!(uids(&both), vec![prod.id.uid_string()]);
+    let search = block(|| get(addr, "/api/agents?q=DEV")).await.json();
+    assert_eq!(search["total"], 1);
+
+    let page1 = block(|| get(addr, "/api/agents?limit=2&offset=0"))
+        .await
+        .json();
+    let page2 = block(|| get(addr, "/api/agents?limit=2&offset=2"))
+        .await
+        .json();
+    assert_eq!(page1["total"], 3);
+    assert_eq!(uids(&page1).len(), 2);
+    assert_eq!(uids(&page2).len(), 1);
+    let mut every: Vec<String> = uids(&page1).into_iter().chain(uids(&page2)).collect();
+    every.sort();
+    let mut expected = uids(&all);
+    expected.sort();
+    assert_eq!(every, expected);
+
+    let bad = block(|| get(addr, "/api/agents?status=bogus")).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].as_str().unwrap().contains("bogus"));
+    f.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_shows_its_configs_their_diff_and_redacted_secrets() {
+    let f = fixture().await;
+    let mut ws = WsAgent::connect(
+        f.server.opamp_addr,
+        Identity::new(&[("environment", "production")]),
+    )
+    .await;
+    let msg = ws.id.full_state(&[], Unset);
+    let reply = ws.exchange(msg).await;
+    let hash = config_hash(&reply).unwrap();
+    let body = common::agent::config_file(&reply, "collector.yaml");
+    assert!(
+        body.contains("Bearer ${env:TEMPO_TOKEN}"),
+        "what is sent is never redacted"
+    );
+    // The agent runs the config merged with its own pieces, as the Supervisor reports it.
+    let mut msg = ws.id.report(&hash, Applied, "");
+    let effective = format!("{body}extensions:\n  health_check: {{}}\n");
+    msg.effective_config = Some(opamp_gitops::opamp::proto::EffectiveConfig {
+        config_map: Some(opamp_gitops::opamp::proto::AgentConfigMap {
+            config_map: [(
+                "".to_string(),
+                opamp_gitops::opamp::proto::AgentConfigFile {
+                    body: effective.into_bytes().into(),
+                    content_type: "text/yaml".into(),
+                },
+            )]
+            .into(),
+        }),
+    });
+    ws.exchange(msg).await;
+
+    let uid = ws.id.uid_string();
+    let detail = block(|| get(f.server.admin_addr, &format!("/api/agents/{uid}")))
+        .await
+        .json();
+    assert_eq!(detail["status"], "applied");
+    assert_eq!(detail["rule"], "prod");
+    let desired = detail["desired_config"]["collector.yaml"].as_str().unwrap();
+    assert!(desired.contains("authorization: <redacted>"), "{desired}");
+    assert!(!desired.contains("TEMPO_TOKEN"));
+    assert!(detail["effective_config"][""]
+        .as_str()
+        .unwrap()
+        .contains("health_check"));
+    let diff = detail["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("--- desired") && diff.contains("+++ effective"),
+        "{diff}"
+    );
+    assert!(diff.contains("+extensions:"), "{diff}");
+    assert!(detail["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "AcceptsRemoteConfig"));
+
+    assert_eq!(
+        block(|| get(
+            f.server.admin_addr,
+            "/api/agents/0190d5e6-8b3c-7c2a-9f10-3a4b5c6d7e8f"
+        ))
+        .await
+        .status,
+        404
+    );
+    assert_eq!(
+        block(|| get(f.server.admin_addr, "/api/agents/not-a-uid"))
+            .await
+            .status,
+        400
+    );
+    f.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_resends_a_failed_config_and_is_audited_with_the_token_name() {
+    let f = fixture().await;
+    let mut ws = agent_reporting(&f.server, &[("environment", "production")], Failed, 0).await;
+    let uid = ws.id.uid_string();
+    let path = format!("/api/agents/{uid}/push");
+
+    let refused = block(|| post(f.server.admin_addr, &path, &[], b"")).await;
+    assert_eq!(refused.status, 401);
+    let pushed = block(|| post(f.server.admin_addr, &path, &[ADMIN], b"")).await;
+    assert_eq!(pushed.status, 202, "{}", pushed.body);
+    assert!(
+        config_hash(&ws.recv().await).is_some(),
+        "the failed config is sent again"
+    );
+
+    let events = block(|| get(f.server.admin_addr, &format!("/api/events?agent={uid}")))
+        .await
+        .json();
+    let events = events.as_array().unwrap();
+    assert_eq!(events[0]["kind"], "admin_action");
+    assert_eq!(events[0]["action"], "push");
+    assert_eq!(events[0]["token"], "alice");
+    assert!(events
+        .iter()
+        .any(|e| e["kind"] == "status_reported" && e["status"] == "failed"));
+    assert!(events.iter().any(|e| e["kind"] == "config_sent"));
+    let revisions = block(|| get(f.server.admin_addr, "/api/events"))
+        .await
+        .json();
+    assert!(revisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["kind"] == "revision_applied"));
+    assert_eq!(
+        block(|| post(
+            f.server.admin_addr,
+            "/api/agents/0190d5e6-8b3c-7c2a-9f10-3a4b5c6d7e8f/push",
+            &[ADMIN],
+            b""
+        ))
+        .await
+        .status,
+        404
+    );
+    f.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_goes_to_agents_that_accept_it_and_is_409_otherwise() {
+    let f = fixture().await;
+    let mut willing = agent_reporting(
+        &f.server,
+        &[("environment", "dev")],
+        Applied,
+        agent_caps::ACCEPTS_RESTART_COMMAND,
+    )
+    .await;
+    let unwilling = agent_reporting(&f.server, &[("environment", "dev")], Applied, 0).await;
+
+    let ok = block(|| {
+        post(
+            f.server.admin_addr,
+            &format!("/api/agents/{}/restart", willing.id.uid_string()),
+            &[ADMIN],
+            b"",
+        )
+    })
+    .await;
+    assert_eq!(ok.status, 202, "{}", ok.body);
+    let command = willing.recv().await;
+    assert_eq!(
+        command.command.map(|c| c.r#type),
+        Some(0),
+        "a Restart command"
+    );
+    assert!(command.remote_config.is_none());
+
+    let no = block(|| {
+        post(
+            f.server.admin_addr,
+            &format!("/api/agents/{}/restart", unwilling.id.uid_string()),
+            &[ADMIN],
+            b"",
+        )
+    })
+    .await;
+    assert_eq!(no.status, 409);
+    assert!(no.json()["error"]
+        .as_str()
+        .unwrap()
+        .contains("AcceptsRestartCommand"));
+    f.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_show_their_match_template_and_counts() {
+    let f = fixture().await;
+    let _a = agent_reporting(&f.server, &[("environment", "production")], Applied, 0).await;
+    let _b = agent_reporting(&f.server, &[("environment", "production")], Failed, 0).await;
+    let rules = block(|| get(f.server.admin_addr, "/api/rules"))
+        .await
+        .json();
+    let prod = &rules[0];
+    assert_eq!(prod["name"], "prod");
+    assert_eq!(prod["match"]["environment"], "production");
+    assert_eq!(prod["template"], "prod.yaml.j2");
+    assert_eq!(
+        (
+            prod["agents"].as_u64(),
+            prod["applied"].as_u64(),
+            prod["failed"].as_u64()
+        ),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(rules[1]["agents"], 0);
+    f.server.shutdown(Duration::from_secs(5)).await;
+}
+
+fn metric(families: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    families
+        .samples
+        .iter()
+        .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+fn scrape(addr: std::net::SocketAddr) -> prometheus_parse::Scrape {
+    let text = get(addr, "/metrics").body;
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_follow_what_happened() {
+    let f = fixture().await;
+    let addr = f.server.admin_addr;
+    let before = block(|| scrape(addr)).await;
+    assert_eq!(
+        metric(&before, "opamp_gitops_config_pushes_total", &[]),
+        0.0
+    );
+    let revision = f.server.store.current().unwrap().id.clone();
+    assert_eq!(
+        metric(
+            &before,
+            "opamp_gitops_revision_info",
+            &[("revision", &revision)]
+        ),
+        1.0
+    );
+
+    let _a = agent_reporting(&f.server, &[("environment", "production")], Applied, 0).await;
+    let _b = agent_reporting(&f.server, &[("environment", "dev")], Failed, 0).await;
+    f.repo.edit(
+        "templates/base.yaml.j2",
+        "timeout: {{ vars.timeout }}",
+        "timeout: {{ vars.timeout }",
+    );
+    f.server.reload().await;
+
+    let after = block(|| scrape(addr)).await;
+    assert_eq!(metric(&after, "opamp_gitops_config_pushes_total", &[]), 2.0);
+    assert_eq!(
+        metric(
+            &after,
+            "opamp_gitops_agents",
+            &[
+                ("status", "applied"),
+                ("transport", "ws"),
+                ("connected", "true")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "opamp_gitops_agents", &[("status", "failed")]),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "opamp_gitops_compile_failures_total", &[]),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "opamp_gitops_push_to_applied_seconds_count", &[]),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "opamp_gitops_messages_total",
+            &[("direction", "in")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "opamp_gitops_messages_total",
+            &[("direction", "out")]
+        ),
+        4.0
+    );
+    assert!(metric(&after, "opamp_gitops_bytes_total", &[("direction", "out")]) > 0.0);
+    assert!(metric(&after, "opamp_gitops_last_sync_timestamp_seconds", &[]) > 1.7e9);
+    assert_eq!(
+        metric(
+            &after,
+            "opamp_gitops_http_requests_total",
+            &[("route", "/metrics"), ("code", "200")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "opamp_gitops_http_requests_total",
+            &[("route", "/v1/opamp"), ("code", "101")]
+        ),
+        2.0
+    );
+    f.server.shutdown(Duration::from_secs(5)).await;
+}
