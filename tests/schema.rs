@@ -27,7 +27,7 @@ fn fixtures(kind: &str) -> Vec<(String, serde_json::Value)> {
 
 #[test]
 fn valid_configs_pass_the_schema_and_semantic_checks() {
-    let (validator, errors) = Validator::compile(&Snapshot::new());
+    let (validator, errors) = Validator::compile(&Snapshot::new(), None);
     assert!(errors.is_empty());
     for (name, doc) in fixtures("valid") {
         let problems = validator.validate(&doc);
@@ -37,7 +37,7 @@ fn valid_configs_pass_the_schema_and_semantic_checks() {
 
 #[test]
 fn invalid_configs_are_refused() {
-    let (validator, _) = Validator::compile(&Snapshot::new());
+    let (validator, _) = Validator::compile(&Snapshot::new(), None);
     for (name, doc) in fixtures("invalid") {
         assert!(!validator.validate(&doc).is_empty(), "{name} passed");
     }

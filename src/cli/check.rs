@@ -25,6 +25,9 @@ pub struct CheckArgs {
     /// Rewrite the golden files of sample agents with what they render now.
     #[arg(long)]
     pub update: bool,
+    /// Also run this Collector's `validate` command on every distinct rendered config.
+    #[arg(long, value_name = "PATH")]
+    pub otelcol: Option<PathBuf>,
 }
 
 pub fn run(args: &CheckArgs) -> i32 {
@@ -32,8 +35,15 @@ pub fn run(args: &CheckArgs) -> i32 {
         Ok(s) => s,
         Err(code) => return code,
     };
+    if let Some(otelcol) = &args.otelcol {
+        if !otelcol.is_file() {
+            eprintln!("error: --otelcol `{}` is not a file", otelcol.display());
+            return exit::USAGE;
+        }
+    }
     let options = CompileOptions {
         update_goldens: args.update,
+        otelcol: args.otelcol.clone(),
     };
     let output = compile(&snapshot, snapshot.digest(), &options);
     if args.update {

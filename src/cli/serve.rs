@@ -78,6 +78,14 @@ pub struct ServeArgs {
     /// Largest inbound message, measured after decompression.
     #[arg(long, env = "OPAMP_GITOPS_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Also run this Collector's `validate` on renders: sample renders decide whether a
+    /// revision is accepted, a live agent's render it refuses is that agent's render_error.
+    #[arg(long, env = "OPAMP_GITOPS_OTELCOL", value_name = "PATH")]
+    pub otelcol: Option<PathBuf>,
+    /// Agent tokens, one a line (optionally name:token); agents send `Authorization: Bearer`
+    /// or `X-API-Key`. Without it the server runs in open mode.
+    #[arg(long, env = "OPAMP_GITOPS_AGENT_TOKEN_FILE")]
+    pub agent_token_file: Option<PathBuf>,
     /// Show secret-looking config values in the API and dashboard instead of `<redacted>`.
     #[arg(long, env = "OPAMP_GITOPS_SHOW_SECRETS")]
     pub show_secrets: bool,
@@ -136,6 +144,8 @@ pub fn run(args: &ServeArgs) -> i32 {
             },
             max_message_bytes: args.max_message_bytes,
             show_secrets: args.show_secrets,
+            otelcol: args.otelcol.clone(),
+            agent_token_file: args.agent_token_file.clone(),
         };
         let server = match server::start(options).await {
             Ok(s) => s,

@@ -4,6 +4,7 @@
 
 use super::codec::{self, CodecError};
 use super::ws;
+use crate::admin::auth::{bearer, TokenFile};
 use crate::fleet::record::Transport;
 use crate::fleet::{Connection, Fleet, Handled};
 use axum::body::Body;
@@ -23,15 +24,53 @@ pub struct OpampState {
     pub shutdown: CancellationToken,
     /// Every live WebSocket session, so shutdown can wait for them to close.
     pub sessions: tokio_util::task::TaskTracker,
+    /// Agent tokens; `None` is open mode.
+    pub agent_tokens: Option<Arc<TokenFile>>,
 }
 
 pub async fn endpoint(State(state): State<OpampState>, request: Request) -> Response {
+    // Authentication comes first: before any body is read or any upgrade is made.
+    let token_name = match authenticate(&state, request.headers()) {
+        Ok(name) => name,
+        Err(response) => return *response,
+    };
     if request.method() == Method::POST && is_protobuf(request.headers()) {
-        return plain_http(state, request).await;
+        return plain_http(state, request, token_name).await;
     }
     match axum::extract::WebSocketUpgrade::from_request(request, &()).await {
-        Ok(upgrade) => ws::upgrade(state, upgrade),
+        Ok(upgrade) => ws::upgrade(state, upgrade, token_name),
         Err(rejection) => rejection.into_response(),
+    }
+}
+
+/// The name of the agent token presented (`Authorization: Bearer` or `X-API-Key`), `None` in
+/// open mode, or a 401.
+fn authenticate(state: &OpampState, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
+    let Some(tokens) = &state.agent_tokens else {
+        return Ok(None);
+    };
+    let api_key = || {
+        headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    match bearer(headers)
+        .or_else(api_key)
+        .and_then(|token| tokens.check(token))
+    {
+        Some(name) => Ok(Some(name)),
+        None => {
+            tracing::warn!("OpAMP request without a valid agent token refused");
+            let mut response = text(
+                StatusCode::UNAUTHORIZED,
+                "a valid agent token is required (Authorization: Bearer <token> or X-API-Key)",
+            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            Err(Box::new(response))
+        }
     }
 }
 
@@ -52,7 +91,7 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-async fn plain_http(state: OpampState, request: Request) -> Response {
+async fn plain_http(state: OpampState, request: Request, token_name: Option<String>) -> Response {
     let (parts, body) = request.into_parts();
     let limit = state.max_message_bytes;
     let raw = match axum::body::to_bytes(body, limit).await {
@@ -92,7 +131,7 @@ async fn plain_http(state: OpampState, request: Request) -> Response {
     let connection = Connection {
         id: fleet.new_connection_id(),
         transport: Transport::Http,
-        token_name: None,
+        token_name,
         commands: None,
     };
     let reply = match fleet.handle(message, &connection) {

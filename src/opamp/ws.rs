@@ -27,7 +27,11 @@ const CLOSE_NORMAL: u16 = 1000;
 /// Agents one connection may speak for (a proxy multiplexes several).
 const MAX_AGENTS_PER_CONNECTION: usize = 64;
 
-pub fn upgrade(state: OpampState, upgrade: WebSocketUpgrade) -> Response {
+pub fn upgrade(
+    state: OpampState,
+    upgrade: WebSocketUpgrade,
+    token_name: Option<String>,
+) -> Response {
     let limit = state.max_message_bytes;
     upgrade
         .read_buffer_size(BUFFER_BYTES)
@@ -36,18 +40,18 @@ pub fn upgrade(state: OpampState, upgrade: WebSocketUpgrade) -> Response {
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
-            sessions.track_future(run(state, socket))
+            sessions.track_future(run(state, socket, token_name))
         })
 }
 
-async fn run(state: OpampState, socket: WebSocket) {
+async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
     let fleet = state.fleet.clone();
     let connection_id: ConnectionId = fleet.new_connection_id();
     let (commands_tx, mut commands) = mpsc::channel(16);
     let connection = Connection {
         id: connection_id,
         transport: Transport::Ws,
-        token_name: None,
+        token_name,
         commands: Some(commands_tx),
     };
     let mut revisions = fleet.subscribe();

@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct CompileOptions {
     /// Instead of comparing golden files, return their new contents.
     pub update_goldens: bool,
+    /// A Collector binary whose `validate` command must accept every render too.
+    pub otelcol: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -88,7 +90,8 @@ pub fn compile(
     };
     let (templates, template_errors) = Templates::compile(snapshot);
     diagnostics.extend(template_errors);
-    let (validator, schema_errors) = Validator::compile(snapshot);
+    let otelcol = options.otelcol.clone().map(super::otelcol::Otelcol::new);
+    let (validator, schema_errors) = Validator::compile(snapshot, otelcol);
     diagnostics.extend(schema_errors);
     output.summary.templates = templates.names().count();
 

@@ -6,6 +6,7 @@ pub mod compile;
 pub mod fleet;
 pub mod hash;
 pub mod locate;
+pub mod otelcol;
 pub mod render;
 pub mod samples;
 pub mod selector;

@@ -248,6 +248,22 @@ impl Revision {
                 diagnostics.push(self.at_template(rule, ctx, at, problem.message));
             }
         }
+        if let (true, Some(otelcol)) = (diagnostics.is_empty(), &self.validator.otelcol) {
+            if let Err(message) = otelcol.validate(files) {
+                let template = templates
+                    .values()
+                    .next()
+                    .expect("a rule renders at least one file");
+                diagnostics.push(
+                    Diagnostic::error(format!(
+                        "the Collector `{}` refuses this config: {message}",
+                        otelcol.path().display()
+                    ))
+                    .in_file(format!("{TEMPLATES_DIR}/{template}"))
+                    .for_rule(&rule.name),
+                );
+            }
+        }
         if diagnostics.is_empty() {
             Ok(())
         } else {

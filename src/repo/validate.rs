@@ -1,6 +1,7 @@
 //! Validation of a rendered collector config: the built-in collector schema, the repository's
 //! own schemas (org policy), and the semantic checks JSON Schema cannot express.
 
+use super::otelcol::Otelcol;
 use super::snapshot::Snapshot;
 use crate::diagnostics::Diagnostic;
 use serde_json::{Map, Value};
@@ -30,6 +31,8 @@ impl Problem {
 /// The schemas of one revision, compiled once.
 pub struct Validator {
     repo_schemas: Vec<(String, jsonschema::Validator)>,
+    /// The Collector that also validates each distinct render (`--otelcol`).
+    pub otelcol: Option<Otelcol>,
 }
 
 fn builtin() -> &'static jsonschema::Validator {
@@ -43,7 +46,7 @@ fn builtin() -> &'static jsonschema::Validator {
 
 impl Validator {
     /// Compiles every `schemas/*.json` of the snapshot; a broken schema is a diagnostic.
-    pub fn compile(snapshot: &Snapshot) -> (Validator, Vec<Diagnostic>) {
+    pub fn compile(snapshot: &Snapshot, otelcol: Option<Otelcol>) -> (Validator, Vec<Diagnostic>) {
         let mut diagnostics = Vec::new();
         let mut repo_schemas = Vec::new();
         for (path, body) in snapshot.under(REPO_SCHEMAS_DIR) {
@@ -67,7 +70,13 @@ impl Validator {
                     .push(Diagnostic::error(format!("invalid JSON Schema: {e}")).in_file(path)),
             }
         }
-        (Validator { repo_schemas }, diagnostics)
+        (
+            Validator {
+                repo_schemas,
+                otelcol,
+            },
+            diagnostics,
+        )
     }
 
     /// Every problem of a parsed config, schema violations first.
@@ -285,11 +294,9 @@ mod tests {
     #[test]
     fn a_wired_config_has_no_problems() {
         assert!(messages(valid()).is_empty());
-        assert!(Validator {
-            repo_schemas: vec![]
-        }
-        .validate(&valid())
-        .is_empty());
+        let (validator, errors) = Validator::compile(&Snapshot::new(), None);
+        assert!(errors.is_empty());
+        assert!(validator.validate(&valid()).is_empty());
     }
 
     #[test]

@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub fleet: FleetConfig,
     pub max_message_bytes: usize,
     pub show_secrets: bool,
+    pub otelcol: Option<PathBuf>,
+    pub agent_token_file: Option<PathBuf>,
 }
 
 /// `$XDG_CACHE_HOME/opamp-gitops`, or `~/.cache/opamp-gitops`.
@@ -76,6 +78,8 @@ impl ServeOptions {
             fleet: FleetConfig::default(),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             show_secrets: false,
+            otelcol: None,
+            agent_token_file: None,
         }
     }
 }
@@ -95,13 +99,26 @@ pub struct Server {
 pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     let metrics = Arc::new(Metrics::new());
     let audit = Arc::new(AuditLog::default());
-    let (store, revisions) =
-        RevisionStore::new(CompileOptions::default(), metrics.clone(), audit.clone());
+    let (store, revisions) = RevisionStore::new(
+        CompileOptions {
+            update_goldens: false,
+            otelcol: options.otelcol.clone(),
+        },
+        metrics.clone(),
+        audit.clone(),
+    );
     let source = Arc::new(source_for(&options)?);
     let admin_tokens = match &options.admin_token_file {
         Some(path) => Some(Arc::new(TokenFile::open(path).map_err(anyhow::Error::msg)?)),
         None => {
             tracing::warn!("no --admin-token-file: mutating admin endpoints (refresh, push, restart) are disabled");
+            None
+        }
+    };
+    let agent_tokens = match &options.agent_token_file {
+        Some(path) => Some(Arc::new(TokenFile::open(path).map_err(anyhow::Error::msg)?)),
+        None => {
+            tracing::warn!("OPEN MODE: no --agent-token-file, so any client that reaches the OpAMP port is accepted as an agent");
             None
         }
     };
@@ -135,6 +152,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             max_message_bytes: options.max_message_bytes,
             shutdown: shutdown.clone(),
             sessions: sessions.clone(),
+            agent_tokens,
         });
     let refresh = Arc::new(tokio::sync::Notify::new());
     let admin_app = admin::router(AdminState {
