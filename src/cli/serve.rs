@@ -2,6 +2,8 @@
 
 use crate::fleet::FleetConfig;
 use crate::opamp::codec::DEFAULT_MAX_MESSAGE_BYTES;
+use crate::server::listener::Limits;
+use crate::server::tls::TlsFiles;
 use crate::server::{self, ServeOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,6 +88,47 @@ pub struct ServeArgs {
     /// or `X-API-Key`. Without it the server runs in open mode.
     #[arg(long, env = "OPAMP_GITOPS_AGENT_TOKEN_FILE")]
     pub agent_token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for both listeners; reloaded when it changes on disk.
+    #[arg(long, env = "OPAMP_GITOPS_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "OPAMP_GITOPS_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that agents' client certificates must chain to: mTLS on the OpAMP listener.
+    #[arg(long, env = "OPAMP_GITOPS_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Read-only admin endpoints (API, metrics, dashboard data) need an admin token too.
+    #[arg(long, env = "OPAMP_GITOPS_ADMIN_READ_AUTH")]
+    pub admin_read_auth: bool,
+    /// Connections open at once, per listener; beyond it new ones get 503 with Retry-After.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_CONNECTIONS", default_value_t = 16_384)]
+    pub max_connections: usize,
+    /// New connections per second from one source address; beyond it: 429 with Retry-After.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_CONNECTIONS_PER_SECOND",
+        default_value_t = 1_000
+    )]
+    pub connections_per_second: u32,
+    /// Deadline for the TLS handshake and the request headers (slowloris).
+    #[arg(long, env = "OPAMP_GITOPS_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Deadline for reading a plain-HTTP request body.
+    #[arg(long, env = "OPAMP_GITOPS_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// A WebSocket with no message (pongs included) for this long is closed; the server pings
+    /// quiet sessions every heartbeat interval.
+    #[arg(long, env = "OPAMP_GITOPS_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Attributes an agent may report (identifying and non-identifying together).
+    #[arg(long, env = "OPAMP_GITOPS_MAX_ATTRIBUTES", default_value_t = 128)]
+    pub max_attributes: usize,
+    /// Longest attribute key or value, in bytes.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_ATTRIBUTE_BYTES", default_value_t = 1024)]
+    pub max_attribute_bytes: usize,
+    /// Largest effective config stored per agent; larger ones are not kept.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_EFFECTIVE_CONFIG_BYTES", default_value_t = 1 << 20)]
+    pub max_effective_config_bytes: usize,
     /// Show secret-looking config values in the API and dashboard instead of `<redacted>`.
     #[arg(long, env = "OPAMP_GITOPS_SHOW_SECRETS")]
     pub show_secrets: bool,
@@ -141,11 +184,30 @@ pub fn run(args: &ServeArgs) -> i32 {
                 advertise_url: args.advertise_url.clone(),
                 agent_ttl: args.agent_ttl,
                 max_agents: args.max_agents,
+                max_attributes: args.max_attributes,
+                max_attribute_bytes: args.max_attribute_bytes,
+                max_effective_config_bytes: args.max_effective_config_bytes,
             },
             max_message_bytes: args.max_message_bytes,
             show_secrets: args.show_secrets,
             otelcol: args.otelcol.clone(),
             agent_token_file: args.agent_token_file.clone(),
+            tls: match (&args.tls_cert, &args.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.client_ca.clone(),
+                }),
+                _ => None,
+            },
+            limits: Limits {
+                max_connections: args.max_connections,
+                connections_per_second: args.connections_per_second,
+                header_timeout: args.header_timeout,
+            },
+            admin_read_auth: args.admin_read_auth,
+            body_timeout: args.body_timeout,
+            idle_timeout: args.idle_timeout,
         };
         let server = match server::start(options).await {
             Ok(s) => s,

@@ -35,6 +35,11 @@ pub struct FleetConfig {
     /// Disconnected agents are forgotten after this long.
     pub agent_ttl: Duration,
     pub max_agents: usize,
+    /// Attributes an agent may report, and the longest key or value.
+    pub max_attributes: usize,
+    pub max_attribute_bytes: usize,
+    /// Effective configs larger than this are not stored.
+    pub max_effective_config_bytes: usize,
 }
 
 impl Default for FleetConfig {
@@ -44,6 +49,9 @@ impl Default for FleetConfig {
             advertise_url: None,
             agent_ttl: Duration::from_secs(24 * 3600),
             max_agents: 100_000,
+            max_attributes: 128,
+            max_attribute_bytes: 1024,
+            max_effective_config_bytes: 1 << 20,
         }
     }
 }
@@ -241,8 +249,16 @@ impl Fleet {
     }
 
     /// Takes in one message from an agent and returns the reply.
-    pub fn handle(&self, msg: AgentToServer, connection: &Connection) -> Handled {
+    pub fn handle(&self, mut msg: AgentToServer, connection: &Connection) -> Handled {
         let uid_bytes = msg.instance_uid.clone();
+        if let Err(why) = self.check_bounds(&mut msg) {
+            return Handled::Rejected(session::error_reply(
+                uid_bytes,
+                ServerErrorResponseType::BadRequest,
+                why,
+                None,
+            ));
+        }
         let uid = match InstanceUid::parse(&uid_bytes) {
             Ok(uid) => uid,
             Err(e) => {
@@ -311,6 +327,66 @@ impl Fleet {
             self.rekey(uid, new_uid, &record);
         }
         Handled::Reply { uid, reply }
+    }
+
+    /// Agent-reported data is untrusted: too many or too long attributes refuse the message, and
+    /// an effective config over the limit is replaced by a note saying so.
+    fn check_bounds(&self, msg: &mut AgentToServer) -> Result<(), String> {
+        if let Some(description) = &msg.agent_description {
+            let attributes = description
+                .identifying_attributes
+                .iter()
+                .chain(&description.non_identifying_attributes);
+            let count = description.identifying_attributes.len()
+                + description.non_identifying_attributes.len();
+            if count > self.config.max_attributes {
+                return Err(format!(
+                    "{count} attributes: the server accepts at most {}",
+                    self.config.max_attributes
+                ));
+            }
+            for kv in attributes {
+                let value_len = kv
+                    .value
+                    .as_ref()
+                    .map(|v| record::any_value_text(v).len())
+                    .unwrap_or(0);
+                if kv.key.len() > self.config.max_attribute_bytes
+                    || value_len > self.config.max_attribute_bytes
+                {
+                    return Err(format!(
+                        "attribute `{}` is longer than {} bytes",
+                        kv.key.chars().take(64).collect::<String>(),
+                        self.config.max_attribute_bytes
+                    ));
+                }
+            }
+        }
+        if let Some(map) = msg
+            .effective_config
+            .as_mut()
+            .and_then(|e| e.config_map.as_mut())
+        {
+            let size: usize = map
+                .config_map
+                .iter()
+                .map(|(k, f)| k.len() + f.body.len())
+                .sum();
+            if size > self.config.max_effective_config_bytes {
+                map.config_map = [(
+                    String::new(),
+                    AgentConfigFile {
+                        body: Bytes::from(format!(
+                            "# the effective config ({size} bytes) is over the server's {}-byte limit and was not stored\n",
+                            self.config.max_effective_config_bytes
+                        )),
+                        content_type: CONTENT_TYPE.into(),
+                    },
+                )]
+                .into();
+            }
+        }
+        Ok(())
     }
 
     /// A WebSocket session takes over the agent; an older live session is told to close.

@@ -7,6 +7,7 @@ use super::ws;
 use crate::admin::auth::{bearer, TokenFile};
 use crate::fleet::record::Transport;
 use crate::fleet::{Connection, Fleet, Handled};
+use crate::server::listener::ConnectionSlot;
 use axum::body::Body;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -26,6 +27,12 @@ pub struct OpampState {
     pub sessions: tokio_util::task::TaskTracker,
     /// Agent tokens; `None` is open mode.
     pub agent_tokens: Option<Arc<TokenFile>>,
+    /// Deadline for reading a plain-HTTP body.
+    pub body_timeout: std::time::Duration,
+    /// WebSocket sessions silent this long are closed; quiet ones are pinged every
+    /// `ping_interval`.
+    pub idle_timeout: std::time::Duration,
+    pub ping_interval: std::time::Duration,
 }
 
 pub async fn endpoint(State(state): State<OpampState>, request: Request) -> Response {
@@ -37,8 +44,9 @@ pub async fn endpoint(State(state): State<OpampState>, request: Request) -> Resp
     if request.method() == Method::POST && is_protobuf(request.headers()) {
         return plain_http(state, request, token_name).await;
     }
+    let slot = request.extensions().get::<ConnectionSlot>().cloned();
     match axum::extract::WebSocketUpgrade::from_request(request, &()).await {
-        Ok(upgrade) => ws::upgrade(state, upgrade, token_name),
+        Ok(upgrade) => ws::upgrade(state, upgrade, token_name, slot),
         Err(rejection) => rejection.into_response(),
     }
 }
@@ -94,15 +102,22 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
 async fn plain_http(state: OpampState, request: Request, token_name: Option<String>) -> Response {
     let (parts, body) = request.into_parts();
     let limit = state.max_message_bytes;
-    let raw = match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => bytes,
-        Err(_) => {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("message is larger than the {limit}-byte limit"),
-            )
-        }
-    };
+    let raw =
+        match tokio::time::timeout(state.body_timeout, axum::body::to_bytes(body, limit)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(_)) => {
+                return text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("message is larger than the {limit}-byte limit"),
+                )
+            }
+            Err(_) => {
+                return text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body did not arrive in time",
+                )
+            }
+        };
     let gzipped = parts
         .headers
         .get(header::CONTENT_ENCODING)

@@ -10,11 +10,14 @@ use super::uid::InstanceUid;
 use crate::fleet::record::{SessionCommand, Transport};
 use crate::fleet::{Connection, Handled};
 use crate::metrics::Metrics;
+use crate::server::listener::ConnectionSlot;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tokio::time::timeout;
 
 /// Per-connection buffers stay small: thousands of idle agents each hold one session.
 const BUFFER_BYTES: usize = 4 * 1024;
@@ -24,6 +27,12 @@ const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_NORMAL: u16 = 1000;
 
+/// A reader that does not take a message within this long is disconnected.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a server-initiated close waits for the client's Close.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 /// Agents one connection may speak for (a proxy multiplexes several).
 const MAX_AGENTS_PER_CONNECTION: usize = 64;
 
@@ -31,17 +40,31 @@ pub fn upgrade(
     state: OpampState,
     upgrade: WebSocketUpgrade,
     token_name: Option<String>,
+    slot: Option<ConnectionSlot>,
 ) -> Response {
     let limit = state.max_message_bytes;
     upgrade
         .read_buffer_size(BUFFER_BYTES)
         .write_buffer_size(BUFFER_BYTES)
+        // A slow reader cannot make the server buffer more than about one message.
+        .max_write_buffer_size(limit + 2 * BUFFER_BYTES)
         .max_message_size(limit)
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
-            sessions.track_future(run(state, socket, token_name))
+            sessions.track_future(async move {
+                // The session holds its place under the connection limit until it ends.
+                let _slot = slot;
+                run(state, socket, token_name).await
+            })
         })
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
 }
 
 async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
@@ -58,76 +81,102 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
     revisions.mark_unchanged();
     let (mut sink, mut stream) = socket.split();
     let mut agents: Vec<InstanceUid> = Vec::new();
+    let mut last_heard = Instant::now();
+    let mut closing = false;
+    let mut ticks = tokio::time::interval(state.ping_interval.min(state.idle_timeout));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.reset();
 
-    let close = |code: u16, reason: &str| {
-        Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        }))
-    };
     loop {
+        // Everything to send in answer to one event; the session ends when a send fails.
+        let mut outgoing: Vec<Reply> = Vec::new();
         tokio::select! {
             frame = stream.next() => {
                 let frame = match frame {
                     None => break,
                     Some(Ok(frame)) => frame,
                     Some(Err(e)) => {
-                        let too_big = e.to_string().to_ascii_lowercase().contains("too long") || e.to_string().contains("Space limit");
-                        if too_big {
+                        let text = e.to_string();
+                        if text.contains("too long") || text.contains("Space limit") {
                             tracing::warn!(connection = connection_id, "message over the size limit: closing with 1009");
                             let _ = sink.send(close(CLOSE_TOO_BIG, "message too big")).await;
+                            closing = true;
                         }
                         break;
                     }
                 };
-                let reply = match frame {
+                last_heard = Instant::now();
+                match frame {
                     Message::Binary(data) => {
                         fleet.metrics.message_in(data.len());
-                        on_binary(&state, &connection, &mut agents, &data)
+                        outgoing.extend(on_binary(&state, &connection, &mut agents, &data));
                     }
-                    Message::Text(_) => Some(malformed(&agents, "text frames are not OpAMP messages: send binary frames")),
+                    Message::Text(_) => outgoing.push(malformed(&agents, "text frames are not OpAMP messages: send binary frames")),
                     Message::Close(_) => break,
-                    Message::Ping(_) | Message::Pong(_) => None,
-                };
-                if let Some(reply) = reply {
-                    if !send_reply(&mut sink, &fleet.metrics, &reply).await {
-                        break;
-                    }
+                    Message::Ping(_) | Message::Pong(_) => {}
                 }
             }
             changed = revisions.changed() => {
                 if changed.is_err() {
                     let _ = sink.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                    closing = true;
                     break;
                 }
-                for uid in &agents {
-                    if let Some(reply) = fleet.push(uid, connection_id, false) {
-                        if !send_reply(&mut sink, &fleet.metrics, &reply).await {
-                            break;
-                        }
-                    }
-                }
+                outgoing.extend(agents.iter().filter_map(|uid| fleet.push(uid, connection_id, false)));
             }
             command = commands.recv() => match command {
-                Some(SessionCommand::Send(reply)) => {
-                    if !send_reply(&mut sink, &fleet.metrics, &reply).await {
-                        break;
-                    }
-                }
+                Some(SessionCommand::Send(reply)) => outgoing.push(*reply),
                 Some(SessionCommand::Replaced) => {
                     let _ = sink.send(close(CLOSE_NORMAL, "replaced by a newer session of this agent")).await;
+                    closing = true;
                     break;
                 }
                 None => break,
             },
+            _ = ticks.tick() => {
+                if last_heard.elapsed() >= state.idle_timeout {
+                    tracing::info!(connection = connection_id, "closing a session silent for {:?}", state.idle_timeout);
+                    let _ = sink.send(close(CLOSE_NORMAL, "idle")).await;
+                    closing = true;
+                    break;
+                }
+                if last_heard.elapsed() >= state.ping_interval
+                    && timeout(SEND_TIMEOUT, sink.send(Message::Ping(Bytes::new()))).await.map_or(true, |r| r.is_err())
+                {
+                    break;
+                }
+            }
             _ = state.shutdown.cancelled() => {
                 let _ = sink.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
+                closing = true;
                 break;
             }
+        }
+        let mut gone = false;
+        for reply in &outgoing {
+            if !send_reply(&mut sink, &fleet.metrics, reply).await {
+                gone = true;
+                break;
+            }
+        }
+        if gone {
+            break;
         }
     }
     for uid in &agents {
         fleet.connection_closed(uid, connection_id);
+    }
+    if closing {
+        // Let the client answer the Close before the socket goes, so it reads our close code
+        // instead of a reset.
+        let _ = timeout(CLOSE_WAIT, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if matches!(frame, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 }
 
@@ -138,7 +187,10 @@ where
 {
     let bytes = reply.encode_ws();
     metrics.message_out(bytes.len());
-    sink.send(Message::Binary(bytes.into())).await.is_ok()
+    matches!(
+        timeout(SEND_TIMEOUT, sink.send(Message::Binary(bytes.into()))).await,
+        Ok(Ok(()))
+    )
 }
 
 fn on_binary(

@@ -17,10 +17,12 @@ use crate::source::RevisionStore;
 use anyhow::Context;
 use axum::routing::any;
 use axum::Router;
+use listener::Limits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tls::{ReloadingAcceptor, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -47,6 +49,15 @@ pub struct ServeOptions {
     pub show_secrets: bool,
     pub otelcol: Option<PathBuf>,
     pub agent_token_file: Option<PathBuf>,
+    /// TLS on both listeners (client authentication only on the OpAMP one).
+    pub tls: Option<TlsFiles>,
+    pub limits: Limits,
+    /// Read-only admin endpoints need an admin token too.
+    pub admin_read_auth: bool,
+    /// Deadline for reading a plain-HTTP request body.
+    pub body_timeout: Duration,
+    /// WebSocket sessions silent this long are closed.
+    pub idle_timeout: Duration,
 }
 
 /// `$XDG_CACHE_HOME/opamp-gitops`, or `~/.cache/opamp-gitops`.
@@ -80,6 +91,11 @@ impl ServeOptions {
             show_secrets: false,
             otelcol: None,
             agent_token_file: None,
+            tls: None,
+            limits: Limits::default(),
+            admin_read_auth: false,
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -153,8 +169,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             shutdown: shutdown.clone(),
             sessions: sessions.clone(),
             agent_tokens,
+            body_timeout: options.body_timeout,
+            idle_timeout: options.idle_timeout,
+            ping_interval: options.fleet.heartbeat_interval,
         });
     let refresh = Arc::new(tokio::sync::Notify::new());
+    let read_tokens = admin_tokens.clone();
     let admin_app = admin::router(AdminState {
         fleet: fleet.clone(),
         store: store.clone(),
@@ -165,20 +185,44 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         show_secrets: options.show_secrets,
     });
 
+    let admin_app = if options.admin_read_auth {
+        if read_tokens.is_none() {
+            anyhow::bail!("--admin-read-auth needs --admin-token-file");
+        }
+        admin_app.layer(axum::middleware::from_fn_with_state(
+            read_tokens,
+            read_auth::require_read_token,
+        ))
+    } else {
+        admin_app
+    };
     let mut tasks = JoinSet::new();
-    for (listener, app) in [(opamp_listener, opamp_app), (admin_listener, admin_app)] {
-        let token = shutdown.clone();
-        tasks.spawn(async move {
-            let served = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned())
-            .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "listener failed");
-            }
-        });
+    let (opamp_tls, admin_tls) = match &options.tls {
+        Some(files) => {
+            let admin_files = TlsFiles {
+                client_ca: None,
+                ..files.clone()
+            };
+            let opamp = ReloadingAcceptor::new(files).map_err(anyhow::Error::msg)?;
+            let admin = ReloadingAcceptor::new(&admin_files).map_err(anyhow::Error::msg)?;
+            tasks.spawn(opamp.clone().watch(files.clone(), shutdown.clone()));
+            tasks.spawn(admin.clone().watch(admin_files, shutdown.clone()));
+            (Some(opamp), Some(admin))
+        }
+        None => (None, None),
+    };
+    for (listener, app, tls) in [
+        (opamp_listener, opamp_app, opamp_tls),
+        (admin_listener, admin_app, admin_tls),
+    ] {
+        tasks.spawn(listener::serve(
+            listener,
+            app,
+            tls,
+            options.limits.clone(),
+            shutdown.clone(),
+            sessions.clone(),
+        ));
     }
     tasks.spawn(runner::run(
         source.clone(),
@@ -238,6 +282,10 @@ fn source_for(options: &ServeOptions) -> anyhow::Result<Source> {
     }
     Ok(Source::Dir(dir))
 }
+
+pub mod listener;
+pub mod read_auth;
+pub mod tls;
 
 impl Server {
     /// Syncs the source now and waits for the result (the webhook and refresh endpoints only

@@ -9,6 +9,7 @@ pub mod process;
 pub mod reference;
 pub mod repo;
 pub mod server;
+pub mod tls;
 
 use std::path::Path;
 use std::process::{Command, Output};
