@@ -6,6 +6,7 @@ pub mod audit;
 pub mod cli;
 pub mod diagnostics;
 pub mod fleet;
+pub mod fuzzing;
 pub mod metrics;
 pub mod opamp;
 pub mod repo;

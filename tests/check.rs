@@ -428,3 +428,29 @@ fn yaml_filter_keeps_hostile_attribute_values_as_data() {
         "{evil:?}"
     );
 }
+
+#[test]
+fn a_runaway_template_runs_out_of_fuel_instead_of_hanging() {
+    let repo = TestRepo::new();
+    repo.edit(
+        "templates/base.yaml.j2",
+        "exporters:\n",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}\nexporters:\n",
+    );
+    assert_error(
+        &check(&repo, &[]),
+        "templates/base.yaml.j2:",
+        &["out of fuel"],
+    );
+}
+
+#[test]
+fn a_render_over_the_output_limit_fails() {
+    let repo = TestRepo::new();
+    repo.edit(
+        "templates/base.yaml.j2",
+        "exporters:\n",
+        "# {{ \"x\" * 5000000 }}\nexporters:\n",
+    );
+    assert_error(&check(&repo, &[]), "templates/base.yaml.j2", &["limit"]);
+}

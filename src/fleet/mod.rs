@@ -583,6 +583,14 @@ impl Fleet {
             && rec.last_seen_at.elapsed() > self.config.heartbeat_interval * 3
     }
 
+    /// Forgets every agent (the fuzz harness keeps its registry small with it).
+    pub fn forget_all(&self) {
+        self.agents
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     /// Forgets disconnected (or long-silent HTTP) agents not seen for the agent TTL.
     pub fn forget_expired(&self) -> usize {
         let ttl = self.config.agent_ttl;

@@ -146,7 +146,7 @@ impl Revision {
                     files.insert(file, text);
                 }
                 Err(e) => {
-                    let d = template_error(&e, Some(&rule.name));
+                    let d = template_error(&e, Some(&rule.name), Some(&template));
                     let invalid = Desired::Invalid {
                         rule: rule.name.clone(),
                         diagnostics: Arc::new(vec![d]),

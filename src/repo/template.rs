@@ -67,7 +67,7 @@ impl Templates {
                 Ok(()) => {
                     sources.insert(name, source);
                 }
-                Err(e) => diagnostics.push(template_error(&e, None)),
+                Err(e) => diagnostics.push(template_error(&e, None, None)),
             }
         }
         (Templates { env, sources }, diagnostics)
@@ -92,8 +92,19 @@ impl Templates {
         let mut out = LimitedWriter {
             buf: Vec::new(),
             limit: MAX_RENDER_BYTES,
+            overflowed: false,
         };
-        template.render_captured_to(value, &mut out)?;
+        let rendered = template.render_captured_to(value, &mut out);
+        if out.overflowed {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!(
+                    "rendered output is larger than the {} KiB limit",
+                    MAX_RENDER_BYTES >> 10
+                ),
+            ));
+        }
+        rendered?;
         let text = String::from_utf8(out.buf).map_err(|_| {
             Error::new(ErrorKind::BadSerialization, "render produced invalid UTF-8")
         })?;
@@ -158,7 +169,8 @@ fn confined_loader(name: &str) -> Result<Option<String>, Error> {
 }
 
 /// A minijinja error as a diagnostic at its template and line.
-pub fn template_error(error: &Error, rule: Option<&str>) -> Diagnostic {
+/// `rendering` names the template being rendered, for errors that carry no template name.
+pub fn template_error(error: &Error, rule: Option<&str>, rendering: Option<&str>) -> Diagnostic {
     // The innermost error names the template where it happened (an include's, a macro's).
     let mut innermost: &Error = error;
     while let Some(source) =
@@ -182,7 +194,7 @@ pub fn template_error(error: &Error, rule: Option<&str>) -> Diagnostic {
         }
     };
     let mut d = Diagnostic::error(message);
-    if let Some(name) = innermost.name() {
+    if let Some(name) = innermost.name().or(rendering) {
         d = d.in_file(format!("{TEMPLATES_DIR}/{name}"));
     }
     d = d.at(innermost.line(), None);
@@ -195,11 +207,13 @@ pub fn template_error(error: &Error, rule: Option<&str>) -> Diagnostic {
 struct LimitedWriter {
     buf: Vec<u8>,
     limit: usize,
+    overflowed: bool,
 }
 
 impl Write for LimitedWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         if self.buf.len() + data.len() > self.limit {
+            self.overflowed = true;
             return Err(io::Error::other(format!(
                 "rendered output is larger than the {} KiB limit",
                 self.limit >> 10
