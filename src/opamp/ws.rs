@@ -18,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
+use tracing::Instrument;
 
 /// Per-connection buffers stay small: thousands of idle agents each hold one session.
 const BUFFER_BYTES: usize = 4 * 1024;
@@ -52,11 +53,20 @@ pub fn upgrade(
         .max_frame_size(limit)
         .on_upgrade(move |socket| {
             let sessions = state.sessions.clone();
-            sessions.track_future(async move {
-                // The session holds its place under the connection limit until it ends.
-                let _slot = slot;
-                run(state, socket, token_name).await
-            })
+            // A span per session; it names the agent once its first message arrives.
+            let span = tracing::info_span!(
+                "session",
+                agent = tracing::field::Empty,
+                token = token_name.as_deref()
+            );
+            sessions.track_future(
+                async move {
+                    // The session holds its place under the connection limit until it ends.
+                    let _slot = slot;
+                    run(state, socket, token_name).await
+                }
+                .instrument(span),
+            )
         })
 }
 
@@ -211,6 +221,9 @@ fn on_binary(
     match state.fleet.handle(message, connection) {
         Handled::Reply { uid, reply } => {
             if !agents.contains(&uid) && agents.len() < MAX_AGENTS_PER_CONNECTION {
+                if agents.is_empty() {
+                    tracing::Span::current().record("agent", tracing::field::display(uid));
+                }
                 agents.push(uid);
             }
             Some(reply)
