@@ -21,7 +21,7 @@ apt_install() {
 }
 
 # Build tools for the crate, and git for the repositories the tests create.
-apt_install build-essential pkg-config git ca-certificates
+apt_install build-essential pkg-config git ca-certificates chromium chromium-driver
 
 # The Go reference peers (opamp-go agent, Collector, Supervisor), built from the Go module proxy
 # into a cache keyed by their go.sum files: a warm run costs nothing.

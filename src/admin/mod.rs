@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod redact;
 pub mod webhook;
 
@@ -49,6 +50,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/rules", get(api::rules))
         .route("/api/events", get(api::events))
         .route("/metrics", get(metrics))
+        .merge(dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.fleet.metrics.clone(),
             count_requests,

@@ -256,8 +256,12 @@ impl Revision {
                     .expect("a rule renders at least one file");
                 diagnostics.push(
                     Diagnostic::error(format!(
-                        "the Collector `{}` refuses this config: {message}",
-                        otelcol.path().display()
+                        "the Collector (`{} validate`) refuses this config: {message}",
+                        otelcol
+                            .path()
+                            .file_name()
+                            .map(|n| n.to_string_lossy())
+                            .unwrap_or_default()
                     ))
                     .in_file(format!("{TEMPLATES_DIR}/{template}"))
                     .for_rule(&rule.name),

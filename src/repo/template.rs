@@ -197,7 +197,17 @@ pub fn template_error(error: &Error, rule: Option<&str>, rendering: Option<&str>
     if let Some(name) = innermost.name().or(rendering) {
         d = d.in_file(format!("{TEMPLATES_DIR}/{name}"));
     }
-    d = d.at(innermost.line(), None);
+    let column = innermost
+        .range()
+        .zip(innermost.template_source())
+        .map(|(range, source)| {
+            range.start
+                - source[..range.start.min(source.len())]
+                    .rfind('\n')
+                    .map_or(0, |i| i + 1)
+                + 1
+        });
+    d = d.at(innermost.line(), column);
     if let Some(rule) = rule {
         d = d.for_rule(rule);
     }

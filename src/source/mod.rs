@@ -142,9 +142,9 @@ impl RevisionStore {
                     loaded_at: now,
                     from_cache,
                 });
-                if status.rejected.as_ref().is_some_and(|r| r.id == id) {
-                    status.rejected = None;
-                }
+                // A revision accepted after a rejected one supersedes it: the rejection is history
+                // (it stays in the audit trail), not a current problem.
+                status.rejected = None;
                 drop(status);
                 self.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(revision = id, source, from_cache, "revision applied");

@@ -3,7 +3,9 @@
 
 pub mod admin;
 pub mod agent;
+pub mod browser;
 pub mod clients;
+pub mod e2e;
 pub mod git;
 pub mod process;
 pub mod reference;
