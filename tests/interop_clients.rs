@@ -4,32 +4,14 @@
 mod common;
 
 use common::process::Peer;
-use common::repo::TestRepo;
+use common::repo::{expected_hash, TestRepo};
 use common::server::{agent, eventually, start};
 use opamp_gitops::fleet::record::Transport;
 use opamp_gitops::fleet::status::Status;
-use opamp_gitops::repo::{compile, AgentInfo, CompileOptions, Desired, Snapshot};
-use std::collections::BTreeMap;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn expected_hash(repo: &TestRepo, attrs: &[(&str, &str)]) -> String {
-    let snapshot = Snapshot::from_dir(repo.path()).unwrap();
-    let revision = compile(&snapshot, "expected", &CompileOptions::default())
-        .revision
-        .unwrap();
-    let map = attrs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    match revision.desired(&Arc::new(AgentInfo::new("x", map, BTreeMap::new()))) {
-        Desired::Config(c) => c.hash_hex(),
-        other => panic!("no config: {other:?}"),
-    }
-}
 
 async fn client_applies_its_config(name: &str, mut command: Command) {
     let repo = TestRepo::new();
@@ -53,13 +35,11 @@ async fn client_applies_its_config(name: &str, mut command: Command) {
         .to_owned();
     let config = peer.wait_event(WAIT, "remote_config");
     let hash = config["hash"].as_str().unwrap().to_owned();
-    assert_eq!(
-        hash,
-        expected_hash(
-            &repo,
-            &[("environment", "production"), ("service.name", "checkout")]
-        )
+    let expected = expected_hash(
+        &repo,
+        &[("environment", "production"), ("service.name", "checkout")],
     );
+    assert_eq!(hash, hex::encode(expected));
     assert!(config["files"]["collector.yaml"]
         .as_str()
         .unwrap()

@@ -4,7 +4,7 @@
 mod common;
 
 use common::agent::*;
-use common::repo::TestRepo;
+use common::repo::{expected_hash, TestRepo};
 use common::server::{agent, eventually, start, start_with};
 use opamp_gitops::fleet::status::Status;
 use opamp_gitops::opamp::proto::{
@@ -13,31 +13,12 @@ use opamp_gitops::opamp::proto::{
     ServerErrorResponseType,
 };
 use opamp_gitops::opamp::{agent_caps, FLAG_REPORT_FULL_STATE, FLAG_REQUEST_INSTANCE_UID};
-use opamp_gitops::repo::{compile, AgentInfo, CompileOptions, Desired, Snapshot};
 use opamp_gitops::server::ServeOptions;
 use prost::Message as _;
-use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 const PROD: &[(&str, &str)] = &[("environment", "production"), ("service.name", "otel")];
-
-/// The hash the repository renders for these attributes, computed through the library.
-fn expected_hash(repo: &TestRepo, attrs: &[(&str, &str)]) -> Vec<u8> {
-    let snapshot = Snapshot::from_dir(repo.path()).unwrap();
-    let revision = compile(&snapshot, "expected", &CompileOptions::default())
-        .revision
-        .unwrap();
-    let map = attrs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    match revision.desired(&Arc::new(AgentInfo::new("x", map, BTreeMap::new()))) {
-        Desired::Config(c) => c.hash.to_vec(),
-        other => panic!("no config: {other:?}"),
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_agent_gets_capabilities_and_its_config_then_nothing_after_applied() {

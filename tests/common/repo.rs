@@ -1,7 +1,10 @@
 //! Config repositories for tests: a small valid repo written into a temp dir, which a test then
 //! breaks in exactly one way.
 
+use opamp_gitops::repo::{compile, AgentInfo, CompileOptions, Desired, Snapshot};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tempfile::TempDir;
 
 pub const FLEET: &str = "\
@@ -122,5 +125,21 @@ impl TestRepo {
             "`{from}` must occur once in {relative}"
         );
         self.write(relative, &text.replacen(from, to, 1));
+    }
+}
+
+/// The hash the repository renders for an agent with these attributes, through the library.
+pub fn expected_hash(repo: &TestRepo, attrs: &[(&str, &str)]) -> Vec<u8> {
+    let snapshot = Snapshot::from_dir(repo.path()).expect("read the repo");
+    let revision = compile(&snapshot, "expected", &CompileOptions::default())
+        .revision
+        .expect("the repo compiles");
+    let map = attrs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    match revision.desired(&Arc::new(AgentInfo::new("x", map, BTreeMap::new()))) {
+        Desired::Config(c) => c.hash.to_vec(),
+        other => panic!("no config: {other:?}"),
     }
 }
