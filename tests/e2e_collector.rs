@@ -438,6 +438,54 @@ async fn stays(server: &Server, uid: &str, window: Duration, pushed: u64, status
 
 // ---------------------------------------------------------------------------------------------
 
+/// Commits a revision that manages no agent yet. A config answered to the Supervisor's very first
+/// message can race with its own start-up, which then runs the Collector without it (see
+/// tests/reference/README.md); starting unmanaged and then committing the rule that manages it
+/// is also how a change reaches a running fleet.
+fn manage_nothing_yet(repo: &ConfigRepo) {
+    let work = repo.work();
+    edit(
+        &work,
+        "fleet.yaml",
+        "environment: e2e\n",
+        "environment: e2e-later\n",
+    );
+    edit(
+        &work,
+        "agents/e2e.yaml",
+        "environment: e2e\n",
+        "environment: e2e-later\n",
+    );
+    repo.commit_and_push("manage nothing yet");
+}
+
+/// Waits until the Supervisor shows as an unmanaged agent, then commits the rule that manages it
+/// and refreshes.
+async fn manage_it(repo: &ConfigRepo, admin: SocketAddr, uid: &str) {
+    until_api(
+        admin,
+        &format!("/api/agents/{uid}"),
+        "the Supervisor connected, unmanaged",
+        |a| a["status"] == "unmanaged",
+    )
+    .await;
+    let work = repo.work();
+    edit(
+        &work,
+        "fleet.yaml",
+        "environment: e2e-later\n",
+        "environment: e2e\n",
+    );
+    edit(
+        &work,
+        "agents/e2e.yaml",
+        "environment: e2e-later\n",
+        "environment: e2e\n",
+    );
+    repo.commit_and_push("manage the e2e agents");
+    refresh(admin).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_supervisor_and_collector_follow_git_over_websocket_end_to_end() {
     let _stack = ONE_STACK_AT_A_TIME.lock().await;
@@ -445,6 +493,7 @@ async fn the_supervisor_and_collector_follow_git_over_websocket_end_to_end() {
     let otlp_port = free_port();
     let repo = ConfigRepo::new(otlp_port, sink_port);
     let work = repo.work();
+    manage_nothing_yet(&repo);
     let s = setup(&repo.url());
     let server = start_with(s.options.clone()).await;
     let admin = server.admin_addr;
@@ -455,8 +504,10 @@ async fn the_supervisor_and_collector_follow_git_over_websocket_end_to_end() {
         &uid,
     );
 
-    // 1. The Supervisor connects, gets the config for `environment: e2e`, and applies it.
+    // 1. The Supervisor connects unmanaged; the rule for `environment: e2e` is committed; the
+    // Supervisor gets its config and applies it.
     let started = Instant::now();
+    manage_it(&repo, admin, &uid).await;
     let first = until_applied(admin, &uid, "the first config applied", |_| true).await;
     println!(
         "supervisor start to first APPLIED: {} ms",
@@ -620,22 +671,7 @@ async fn the_supervisor_over_plain_http_converges_on_its_polls() {
     let otlp_port = free_port();
     let repo = ConfigRepo::new(otlp_port, sink_port);
     let work = repo.work();
-    // The first commit manages no agent: the config then reaches the Supervisor on a later poll.
-    // (A config answered to its very first poll can race with the Supervisor's own start-up,
-    // which then runs the Collector without it; see tests/reference/README.md.)
-    edit(
-        &work,
-        "fleet.yaml",
-        "environment: e2e\n",
-        "environment: e2e-later\n",
-    );
-    edit(
-        &work,
-        "agents/e2e.yaml",
-        "environment: e2e\n",
-        "environment: e2e-later\n",
-    );
-    repo.commit_and_push("manage nothing yet");
+    manage_nothing_yet(&repo);
     let mut s = setup(&repo.url());
     // The heartbeat offer (sent only with an advertised URL) sets the Supervisor's HTTP poll
     // interval, 30 s by default, to 1 s.
@@ -652,27 +688,7 @@ async fn the_supervisor_over_plain_http_converges_on_its_polls() {
         &uid,
     );
 
-    until_api(
-        admin,
-        &format!("/api/agents/{uid}"),
-        "the Supervisor polling, unmanaged",
-        |a| a["status"] == "unmanaged" && a["transport"] == "http",
-    )
-    .await;
-    edit(
-        &work,
-        "fleet.yaml",
-        "environment: e2e-later\n",
-        "environment: e2e\n",
-    );
-    edit(
-        &work,
-        "agents/e2e.yaml",
-        "environment: e2e-later\n",
-        "environment: e2e\n",
-    );
-    repo.commit_and_push("manage the e2e agents");
-    refresh(admin).await;
+    manage_it(&repo, admin, &uid).await;
     let first = until_applied(admin, &uid, "the first config applied over HTTP", |_| true).await;
     assert_eq!(first["transport"], "http", "{first:#}");
     let v1_hash = first["desired_hash"].as_str().unwrap().to_owned();
