@@ -552,3 +552,59 @@ async fn pings_are_answered() {
     assert!(got_pong);
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_silent_for_three_heartbeat_intervals_is_stale() {
+    let repo = TestRepo::new();
+    let mut options = ServeOptions::local(repo.path());
+    options.fleet.heartbeat_interval = Duration::from_millis(100);
+    options.idle_timeout = Duration::from_secs(60);
+    let server = start_with(options).await;
+    let mut ws = WsAgent::connect(server.opamp_addr, Identity::new(PROD)).await;
+    let msg = ws.id.full_state(&[], Unset);
+    ws.exchange(msg).await;
+    let uid = ws.id.uid_string();
+    let stale = eventually(WAIT, "stale", || agent(&server, &uid).filter(|a| a.stale)).await;
+    assert!(
+        !stale.connected,
+        "a stale agent is not counted as connected"
+    );
+    let msg = ws.id.heartbeat();
+    ws.exchange(msg).await;
+    assert!(
+        !agent(&server, &uid).unwrap().stale,
+        "a heartbeat makes it fresh again"
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnected_agents_are_forgotten_after_the_ttl() {
+    let repo = TestRepo::new();
+    let mut options = ServeOptions::local(repo.path());
+    options.fleet.agent_ttl = Duration::from_millis(200);
+    let server = start_with(options).await;
+    let mut gone = WsAgent::connect(server.opamp_addr, Identity::new(PROD)).await;
+    let msg = gone.id.full_state(&[], Unset);
+    gone.exchange(msg).await;
+    let mut msg = gone.id.heartbeat();
+    msg.agent_disconnect = Some(AgentDisconnect {});
+    gone.exchange(msg).await;
+    let mut live = WsAgent::connect(server.opamp_addr, Identity::new(PROD)).await;
+    let msg = live.id.full_state(&[], Unset);
+    live.exchange(msg).await;
+    let until = tokio::time::Instant::now() + WAIT;
+    while server.fleet.forget_expired() == 0 {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the disconnected agent was never forgotten"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(agent(&server, &gone.id.uid_string()).is_none());
+    assert!(
+        agent(&server, &live.id.uid_string()).is_some(),
+        "a connected agent is kept"
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}
