@@ -154,6 +154,32 @@ async fn agents_are_listed_filtered_and_paginated() {
     expected.sort();
     assert_eq!(every, expected);
 
+    let summary = block(|| get(addr, "/api/summary")).await.json();
+    assert_eq!(summary["total"], 3);
+    let by_status: std::collections::HashMap<String, u64> = summary["by_status"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|pair| {
+            (
+                pair[0].as_str().unwrap().to_owned(),
+                pair[1].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        (
+            by_status["applied"],
+            by_status["failed"],
+            by_status["pending"]
+        ),
+        (2, 1, 0)
+    );
+    assert_eq!(
+        (summary["connected"].as_u64(), summary["healthy"].as_u64()),
+        (Some(3), Some(3))
+    );
+
     let bad = block(|| get(addr, "/api/agents?status=bogus")).await;
     assert_eq!(bad.status, 400);
     assert!(bad.json()["error"].as_str().unwrap().contains("bogus"));

@@ -117,6 +117,11 @@ pub async fn agents(State(state): State<AdminState>, RawQuery(raw): RawQuery) ->
         .into_response()
 }
 
+/// `GET /api/summary`: counts by status, health and connection over the whole fleet.
+pub async fn summary(State(state): State<AdminState>) -> Response {
+    Json(crate::fleet::view::counts(&state.fleet.summaries())).into_response()
+}
+
 #[derive(Serialize)]
 struct AgentDetail {
     #[serde(flatten)]

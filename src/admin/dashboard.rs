@@ -227,48 +227,6 @@ struct Row<'a> {
     more_attributes: usize,
 }
 
-#[derive(Serialize, Default)]
-struct Counts {
-    total: usize,
-    by_status: Vec<(&'static str, usize)>,
-    healthy: usize,
-    unhealthy: usize,
-    health_unknown: usize,
-    connected: usize,
-    stale: usize,
-    disconnected: usize,
-}
-
-fn counts(agents: &[AgentSummary]) -> Counts {
-    let mut counts = Counts {
-        total: agents.len(),
-        by_status: Status::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
-        ..Counts::default()
-    };
-    for agent in agents {
-        if let Some(entry) = counts
-            .by_status
-            .iter_mut()
-            .find(|(s, _)| *s == agent.status.as_str())
-        {
-            entry.1 += 1;
-        }
-        match agent.healthy {
-            Some(true) => counts.healthy += 1,
-            Some(false) => counts.unhealthy += 1,
-            None => counts.health_unknown += 1,
-        }
-        if agent.stale {
-            counts.stale += 1;
-        } else if agent.connected {
-            counts.connected += 1;
-        } else {
-            counts.disconnected += 1;
-        }
-    }
-    counts
-}
-
 /// `/?status=&rule=&q=&offset=&limit=` with the given offset.
 fn page_href(query: &RawFilters, offset: usize) -> String {
     let mut out = form_urlencoded::Serializer::new(String::new());
@@ -350,7 +308,7 @@ async fn index(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Resp
         context! {
             nav => "fleet",
             revision => ser(state.store.status()),
-            counts => ser(counts(&all)),
+            counts => ser(crate::fleet::view::counts(&all)),
             statuses => Status::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             rules => rules,
             filters => ser(&filters),

@@ -44,6 +44,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/refresh", post(refresh))
         .route("/webhook/git", post(webhook::receive))
         .route("/api/agents", get(api::agents))
+        .route("/api/summary", get(api::summary))
         .route("/api/agents/{uid}", get(api::agent))
         .route("/api/agents/{uid}/push", post(api::push))
         .route("/api/agents/{uid}/restart", post(api::restart))

@@ -87,3 +87,47 @@ fn last_error(rec: &AgentRecord, desired: &Desired, status: Status) -> Option<St
             .map(|h| h.last_error.clone()),
     }
 }
+
+/// The fleet at a glance: counts by status, health and connection.
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+pub struct FleetCounts {
+    pub total: usize,
+    /// Every status in a fixed order, with its count.
+    pub by_status: Vec<(&'static str, usize)>,
+    pub healthy: usize,
+    pub unhealthy: usize,
+    pub health_unknown: usize,
+    pub connected: usize,
+    pub stale: usize,
+    pub disconnected: usize,
+}
+
+pub fn counts(agents: &[AgentSummary]) -> FleetCounts {
+    let mut counts = FleetCounts {
+        total: agents.len(),
+        by_status: Status::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
+        ..FleetCounts::default()
+    };
+    for agent in agents {
+        if let Some(entry) = counts
+            .by_status
+            .iter_mut()
+            .find(|(s, _)| *s == agent.status.as_str())
+        {
+            entry.1 += 1;
+        }
+        match agent.healthy {
+            Some(true) => counts.healthy += 1,
+            Some(false) => counts.unhealthy += 1,
+            None => counts.health_unknown += 1,
+        }
+        if agent.stale {
+            counts.stale += 1;
+        } else if agent.connected {
+            counts.connected += 1;
+        } else {
+            counts.disconnected += 1;
+        }
+    }
+    counts
+}

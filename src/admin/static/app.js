@@ -9,7 +9,6 @@
   const POLL_MS = 2000;
   const TOKEN_KEY = 'opamp-gitops-admin-token';
   const DEFAULT_LIMIT = 100;
-  const MAX_LIMIT = 1000;
   // Mirrors KEY_ATTRIBUTES / ROW_ATTRIBUTES in src/admin/dashboard.rs.
   const KEY_ATTRIBUTES = ['host.name', 'environment', 'region', 'role', 'team', 'service.name',
     'k8s.namespace.name'];
@@ -247,7 +246,6 @@
     const rule = $('filter-rule');
     const search = $('search');
     const table = $('agents');
-    const statuses = Array.from(status.options).map((o) => o.value).filter(Boolean);
     const view = {
       limit: Number(table.dataset.limit) || DEFAULT_LIMIT,
       offset: Number(table.dataset.offset) || 0,
@@ -285,32 +283,15 @@
     }
 
     async function renderCounts() {
-      const all = await getJSON(`/api/agents?limit=${MAX_LIMIT}`);
-      setText($('count-total'), String(all.total));
-      const byStatus = Object.fromEntries(statuses.map((s) => [s, 0]));
-      const note = $('counts-note');
-      if (all.total <= all.agents.length) {
-        const other = { healthy: 0, unhealthy: 0, 'health-unknown': 0, connected: 0, stale: 0, disconnected: 0 };
-        for (const a of all.agents) {
-          byStatus[a.status] = (byStatus[a.status] || 0) + 1;
-          if (a.healthy === true) other.healthy += 1;
-          else if (a.healthy === false) other.unhealthy += 1;
-          else other['health-unknown'] += 1;
-          if (a.stale) other.stale += 1;
-          else if (a.connected) other.connected += 1;
-          else other.disconnected += 1;
-        }
-        for (const [name, n] of Object.entries(other)) setCount(name, n);
-        note.hidden = true;
-      } else {
-        // Too many agents to list every 2 s: exact totals per status (limit=0 returns only
-        // the total); health and connection counts stay as rendered.
-        const totals = await Promise.all(statuses.map((s) => getJSON(`/api/agents?status=${s}&limit=0`)));
-        statuses.forEach((s, i) => { byStatus[s] = totals[i].total; });
-        setText(note, `Health and connection counts are as of page load (${all.total} agents).`);
-        note.hidden = false;
-      }
-      for (const [name, n] of Object.entries(byStatus)) setCount(name, n);
+      const counts = await getJSON('/api/summary');
+      setText($('count-total'), String(counts.total));
+      for (const [name, n] of counts.by_status) setCount(name, n);
+      setCount('healthy', counts.healthy);
+      setCount('unhealthy', counts.unhealthy);
+      setCount('health-unknown', counts.health_unknown);
+      setCount('connected', counts.connected);
+      setCount('stale', counts.stale);
+      setCount('disconnected', counts.disconnected);
     }
 
     function setCount(name, n) {
