@@ -162,6 +162,7 @@ pub fn run(args: &ServeArgs) -> i32 {
         }
     };
     runtime.block_on(async {
+        let stop = shutdown_signal();
         let options = ServeOptions {
             repo: args.repo.clone(),
             branch: args.branch.clone(),
@@ -221,20 +222,24 @@ pub fn run(args: &ServeArgs) -> i32 {
             server.opamp_addr,
             server.admin_addr
         );
-        wait_for_signal().await;
+        stop.await;
         tracing::info!("shutting down");
         server.shutdown(SHUTDOWN_GRACE).await;
         0
     })
 }
 
-async fn wait_for_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when it
+/// is awaited, so a signal that arrives while the server starts is not lost.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
 
