@@ -37,6 +37,8 @@ pub struct Metrics {
     registry: Registry,
     pub agents: Family<AgentLabels, Gauge>,
     pub config_pushes: Counter,
+    pub full_state_requests: Counter,
+    pub replaced_sessions: Counter,
     pub push_to_applied: Histogram,
     pub revision_info: Family<RevisionLabels, Gauge>,
     pub last_sync: Gauge<f64, AtomicU64>,
@@ -63,6 +65,8 @@ impl Metrics {
         let m = Metrics {
             agents: Family::default(),
             config_pushes: Counter::default(),
+            full_state_requests: Counter::default(),
+            replaced_sessions: Counter::default(),
             // 10 ms to about 80 s.
             push_to_applied: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             revision_info: Family::default(),
@@ -84,6 +88,16 @@ impl Metrics {
             "config_pushes",
             "Remote configs sent to agents",
             m.config_pushes.clone(),
+        );
+        registry.register(
+            "full_state_requests",
+            "Replies asking an agent for its full state (sequence gap, unknown agent)",
+            m.full_state_requests.clone(),
+        );
+        registry.register(
+            "replaced_sessions",
+            "WebSocket sessions closed because a newer one came for the same agent",
+            m.replaced_sessions.clone(),
         );
         registry.register(
             "push_to_applied_seconds",

@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -361,7 +360,7 @@ fn setup(url: &str) -> Setup {
 }
 
 fn pushes(server: &Server) -> u64 {
-    server.fleet.counters.config_pushes.load(Ordering::Relaxed)
+    server.fleet.metrics.config_pushes.get()
 }
 
 /// GET a JSON admin endpoint (off the async worker: the server runs on this runtime too).

@@ -608,3 +608,38 @@ async fn disconnected_agents_are_forgotten_after_the_ttl() {
     );
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operators_push_reaches_an_http_agent_on_its_next_poll_even_for_a_failed_hash() {
+    let repo = TestRepo::new();
+    let server = start(&repo).await;
+    let mut http = HttpAgent::new(server.opamp_addr, Identity::new(PROD));
+    let msg = http.id.full_state(&[], Unset);
+    let hash = config_hash(&tokio::task::block_in_place(|| http.exchange(msg))).unwrap();
+    let msg = http.id.report(&hash, Failed, "refused");
+    assert!(tokio::task::block_in_place(|| http.exchange(msg))
+        .remote_config
+        .is_none());
+    let msg = http.id.heartbeat();
+    assert!(tokio::task::block_in_place(|| http.exchange(msg))
+        .remote_config
+        .is_none());
+
+    let uid = http.id.uid_string().parse().unwrap();
+    server.fleet.force_push(&uid).unwrap();
+    let msg = http.id.heartbeat();
+    let reply = tokio::task::block_in_place(|| http.exchange(msg));
+    assert_eq!(
+        config_hash(&reply),
+        Some(hash),
+        "sent again on the next poll"
+    );
+    let msg = http.id.heartbeat();
+    assert!(
+        tokio::task::block_in_place(|| http.exchange(msg))
+            .remote_config
+            .is_none(),
+        "once"
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}

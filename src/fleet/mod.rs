@@ -80,14 +80,6 @@ pub enum Handled {
     Unavailable { reply: Reply, retry_after: Duration },
 }
 
-/// Counters the metrics endpoint reads.
-#[derive(Debug, Default)]
-pub struct FleetCounters {
-    pub config_pushes: AtomicU64,
-    pub full_state_requests: AtomicU64,
-    pub replaced_sessions: AtomicU64,
-}
-
 pub struct Fleet {
     config: FleetConfig,
     revisions: RevisionWatch,
@@ -97,7 +89,6 @@ pub struct Fleet {
     settings: Option<ConnectionSettingsOffers>,
     capabilities: u64,
     next_connection: AtomicU64,
-    pub counters: FleetCounters,
     pub metrics: Arc<Metrics>,
     pub audit: Arc<AuditLog>,
 }
@@ -131,7 +122,6 @@ impl Fleet {
             settings,
             capabilities,
             next_connection: AtomicU64::new(1),
-            counters: FleetCounters::default(),
             metrics,
             audit,
         }
@@ -208,7 +198,6 @@ impl Fleet {
         desired: &Desired,
         revision: Option<&str>,
         connection: ConnectionId,
-        force: bool,
     ) -> Intent {
         Intent {
             capabilities: self.capabilities,
@@ -218,7 +207,6 @@ impl Fleet {
             },
             settings: self.settings.clone(),
             connection,
-            force,
         }
     }
 
@@ -313,7 +301,7 @@ impl Fleet {
                 self.metrics.render_errors.inc();
             }
         }
-        let intent = self.intent(&desired, revision.as_deref(), connection.id, false);
+        let intent = self.intent(&desired, revision.as_deref(), connection.id);
         let (reply, events) = session::reply(
             &mut rec.state,
             &uid_bytes,
@@ -400,9 +388,7 @@ impl Fleet {
             }
             if !old.commands.is_closed() {
                 tracing::warn!(agent = %rec.uid, old = old.connection, new = connection.id, "a second session for this agent: closing the older one");
-                self.counters
-                    .replaced_sessions
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.replaced_sessions.inc();
                 let _ = old.commands.try_send(SessionCommand::Replaced);
             }
         }
@@ -462,7 +448,6 @@ impl Fleet {
         for event in events {
             match event {
                 SessionEvent::ConfigOffered { hash } => {
-                    self.counters.config_pushes.fetch_add(1, Ordering::Relaxed);
                     self.metrics.config_pushes.inc();
                     rec.offered_at = Some((*hash, Instant::now()));
                     self.audit.record(AuditKind::ConfigSent {
@@ -473,9 +458,7 @@ impl Fleet {
                     tracing::info!(agent = %rec.uid, hash = %hex::encode(hash), revision = revision.unwrap_or_default(), transport = rec.transport.as_str(), "config sent");
                 }
                 SessionEvent::FullStateRequested => {
-                    self.counters
-                        .full_state_requests
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics.full_state_requests.inc();
                 }
                 SessionEvent::NewUidAssigned { new_uid: uid } => new_uid = Some(*uid),
             }
@@ -496,36 +479,33 @@ impl Fleet {
         tracing::info!(old = %old, new = %new, "agent assigned a new instance uid");
     }
 
-    /// What to push to an agent on `connection` without being asked: after a new revision, or
-    /// an operator's push (`force`). `None` when there is nothing new.
-    pub fn push(&self, uid: &InstanceUid, connection: ConnectionId, force: bool) -> Option<Reply> {
+    /// What to push to an agent on `connection` without being asked (after a new revision or
+    /// an operator's push); `None` when there is nothing new.
+    pub fn push(&self, uid: &InstanceUid, connection: ConnectionId) -> Option<Reply> {
         let record = self.record(uid)?;
         let mut rec = lock(&record);
         if !rec.connected {
             return None;
         }
-        if force {
-            rec.state.forget_offers();
-        }
         let (desired, revision) = self.desired(&rec);
-        let intent = self.intent(&desired, revision.as_deref(), connection, force);
+        let intent = self.intent(&desired, revision.as_deref(), connection);
         let uid_bytes = rec.uid_bytes.clone();
         let (reply, events) = session::push(&mut rec.state, &uid_bytes, &intent)?;
         self.on_events(&mut rec, &events, revision.as_deref());
         Some(reply)
     }
 
-    /// An operator's push: forget a remembered failure and send the desired config again (at
-    /// once over WebSocket, with the next poll over HTTP).
+    /// An operator's push: forget a remembered failure and send the desired config again, at
+    /// once over WebSocket, in the answer to the next poll over HTTP.
     pub fn force_push(&self, uid: &InstanceUid) -> Result<(), ActionError> {
         let record = self.record(uid).ok_or(ActionError::NotFound)?;
         let session = {
             let mut rec = lock(&record);
-            rec.state.forget_offers();
+            rec.state.force_offer();
             rec.session.clone().filter(|_| rec.connected)
         };
         if let Some(session) = session {
-            if let Some(reply) = self.push(uid, session.connection, true) {
+            if let Some(reply) = self.push(uid, session.connection) {
                 session
                     .commands
                     .try_send(SessionCommand::Send(Box::new(reply)))

@@ -41,6 +41,9 @@ pub struct AgentState {
     pub delivered: Option<ConfigHash>,
     /// The hash of the connection settings last offered.
     pub settings_offered: Option<Bytes>,
+    /// An operator asked for the desired config to be sent again, whatever the agent reported:
+    /// it goes with the next reply or push, on any transport.
+    pub forced: bool,
 }
 
 /// What a received message changed, for the reply and the registry.
@@ -136,19 +139,13 @@ impl AgentState {
             || (self.has(agent_caps::REPORTS_HEALTH) && self.health.is_none())
     }
 
-    /// Whether `desired` should be offered on `connection` now. `force` is an operator's push:
-    /// it sends even what the agent reported having (FAILED or not).
-    pub fn should_offer(
-        &self,
-        desired: &EncodedRemoteConfig,
-        connection: ConnectionId,
-        force: bool,
-    ) -> bool {
+    /// Whether `desired` should be offered on `connection` now.
+    pub fn should_offer(&self, desired: &EncodedRemoteConfig, connection: ConnectionId) -> bool {
         if !self.has(agent_caps::ACCEPTS_REMOTE_CONFIG) {
             return false;
         }
         // An operator's push re-sends whatever the agent reported, a FAILED hash included.
-        if force {
+        if self.forced {
             return true;
         }
         if self.reported_hash() == Some(&desired.hash[..]) {
@@ -167,13 +164,13 @@ impl AgentState {
     fn mark_offered(&mut self, hash: ConfigHash, connection: ConnectionId) {
         self.offered = Some((hash, connection));
         self.delivered = Some(hash);
+        self.forced = false;
     }
 
-    /// An operator's push: forget the failure and what was offered.
-    pub fn forget_offers(&mut self) {
+    /// An operator's push: forget a remembered failure and offer the desired config again.
+    pub fn force_offer(&mut self) {
         self.failed_hash = None;
-        self.offered = None;
-        self.delivered = None;
+        self.forced = true;
     }
 }
 
@@ -193,7 +190,6 @@ pub struct Intent {
     /// Connection settings to offer (heartbeat interval) when they changed.
     pub settings: Option<ConnectionSettingsOffers>,
     pub connection: ConnectionId,
-    pub force: bool,
 }
 
 /// The reply to a message the state has just received.
@@ -221,21 +217,13 @@ pub fn reply(
         });
         events.push(SessionEvent::NewUidAssigned { new_uid: uid });
     }
-    if received.disconnect {
-        return (
-            Reply {
-                message,
-                remote_config: None,
-            },
-            events,
-        );
-    }
     let mut reply = Reply {
         message,
         remote_config: None,
     };
-    // Until the full state arrives the server does not know what the agent runs: hold offers.
-    if !received.need_full_state {
+    // A leaving agent gets nothing more; until the full state arrives the server does not know
+    // what the agent runs: hold offers.
+    if !received.disconnect && !received.need_full_state {
         offer(state, &mut reply, intent, &mut events);
     }
     (reply, events)
@@ -274,7 +262,7 @@ fn offer(
         .as_ref()
         .filter(|_| state.description.is_some())
     {
-        if state.should_offer(config, intent.connection, intent.force) {
+        if state.should_offer(config, intent.connection) {
             state.mark_offered(config.hash, intent.connection);
             reply.remote_config = Some(config.clone());
             events.push(SessionEvent::ConfigOffered { hash: config.hash });
@@ -398,7 +386,6 @@ mod tests {
             remote_config: rc,
             settings: None,
             connection,
-            force: false,
         }
     }
 
@@ -497,11 +484,31 @@ mod tests {
             [2; 32],
             "a new desired hash goes out"
         );
-        let mut forced = intent(Some(config(1)), 2);
-        forced.force = true;
-        assert!(exchange(&mut state, heartbeat(5, SUPERVISED), &forced)
+        // The agent now reports FAILED for hash 1 itself: an operator's push sends it anyway,
+        // once.
+        exchange(
+            &mut state,
+            state_report(6, 1, RemoteConfigStatuses::Failed),
+            &intent(None, 2),
+        );
+        state.force_offer();
+        let forced = intent(Some(config(1)), 2);
+        assert!(exchange(&mut state, heartbeat(7, SUPERVISED), &forced)
             .remote_config
             .is_some());
+        assert!(exchange(&mut state, heartbeat(8, SUPERVISED), &forced)
+            .remote_config
+            .is_none());
+    }
+
+    fn state_report(seq: u64, hash: u8, status: RemoteConfigStatuses) -> AgentToServer {
+        let mut msg = heartbeat(seq, SUPERVISED);
+        msg.remote_config_status = Some(RemoteConfigStatus {
+            last_remote_config_hash: Bytes::from(vec![hash; 32]),
+            status: status as i32,
+            error_message: String::new(),
+        });
+        msg
     }
 
     #[test]
