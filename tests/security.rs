@@ -181,40 +181,19 @@ async fn admin_reads_need_a_token_with_admin_read_auth() {
     let page = block(|| request("GET", addr, "/", &[("Accept", "text/html")], b"")).await;
     assert_eq!(page.status, 401);
     assert!(page.body.contains("Sign in"));
+    let status = |path: &'static str, header: (&'static str, &'static str)| {
+        tokio::task::block_in_place(|| request("GET", addr, path, &[header], b"").status)
+    };
     assert_eq!(
-        block(|| request(
-            "GET",
-            addr,
-            "/api/agents",
-            &[("Authorization", "Bearer admin-token")],
-            b""
-        ))
-        .await
-        .status,
+        status("/api/agents", ("Authorization", "Bearer admin-token")),
         200
     );
     assert_eq!(
-        block(|| request(
-            "GET",
-            addr,
-            "/metrics",
-            &[("Cookie", "opamp_gitops_token=admin-token")],
-            b""
-        ))
-        .await
-        .status,
+        status("/metrics", ("Cookie", "opamp_gitops_token=admin-token")),
         200
     );
     assert_eq!(
-        block(|| request(
-            "GET",
-            addr,
-            "/metrics",
-            &[("Cookie", "opamp_gitops_token=wrong")],
-            b""
-        ))
-        .await
-        .status,
+        status("/metrics", ("Cookie", "opamp_gitops_token=wrong")),
         401
     );
     assert_eq!(block(|| get(addr, "/healthz")).await.status, 200);

@@ -138,24 +138,37 @@ struct AgentDetail {
     accepts_restart: bool,
 }
 
+/// Why the API refuses a request: the status code and the message of `{"error": …}`.
+pub type Refused = (StatusCode, String);
+
+fn refused(refusal: Refused) -> Response {
+    json_error(refusal.0, refusal.1)
+}
+
 /// The uid of a URL path, or a 400 refusal.
-fn parse_uid(text: &str) -> Result<InstanceUid, Box<Response>> {
+fn parse_uid(text: &str) -> Result<InstanceUid, Refused> {
     text.parse().map_err(|_| {
-        Box::new(json_error(
+        (
             StatusCode::BAD_REQUEST,
             format!("`{text}` is not an instance uid (UUID)"),
-        ))
+        )
     })
 }
 
 pub async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> Response {
-    let uid = match parse_uid(&uid) {
-        Ok(u) => u,
-        Err(r) => return *r,
-    };
-    let Some(record) = state.fleet.record(&uid) else {
-        return json_error(StatusCode::NOT_FOUND, format!("no agent {uid}"));
-    };
+    match agent_detail(&state, &uid) {
+        Ok(detail) => Json(detail).into_response(),
+        Err(refusal) => refused(refusal),
+    }
+}
+
+/// One agent in full: what `GET /api/agents/{uid}` serves and the dashboard's agent page shows.
+pub fn agent_detail(state: &AdminState, uid: &str) -> Result<Value, Refused> {
+    let uid = parse_uid(uid)?;
+    let record = state
+        .fleet
+        .record(&uid)
+        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no agent {uid}")))?;
     let rec = record.lock().unwrap_or_else(|e| e.into_inner());
     let summary = state.fleet.summary(&rec);
     let shown = |text: &str| {
@@ -203,7 +216,7 @@ pub async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> 
         diff,
         health,
     };
-    Json(detail).into_response()
+    serde_json::to_value(detail).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// A unified diff of the desired files against the effective ones. The Supervisor reports its
@@ -234,11 +247,16 @@ pub fn unified_diff(
 }
 
 pub async fn rules(State(state): State<AdminState>) -> Response {
+    Json(rule_views(&state)).into_response()
+}
+
+/// Each rule of the current revision with its match, template(s) and agent counts.
+pub fn rule_views(state: &AdminState) -> Vec<Value> {
     let Some(revision) = state.store.current() else {
-        return Json(Vec::<Value>::new()).into_response();
+        return Vec::new();
     };
     let summaries = state.fleet.summaries();
-    let rules: Vec<Value> = revision
+    revision
         .fleet
         .rules
         .iter()
@@ -257,8 +275,7 @@ pub async fn rules(State(state): State<AdminState>) -> Response {
             }
             entry
         })
-        .collect();
-    Json(rules).into_response()
+        .collect()
 }
 
 pub async fn events(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Response {
@@ -297,7 +314,7 @@ async fn act(state: AdminState, headers: HeaderMap, uid: String, action: &str) -
     };
     let uid = match parse_uid(&uid) {
         Ok(u) => u,
-        Err(r) => return *r,
+        Err(refusal) => return refused(refusal),
     };
     let result = match action {
         "push" => state.fleet.force_push(&uid),

@@ -17,7 +17,6 @@ use axum::Router;
 use minijinja::value::Serde;
 use minijinja::{context, Environment, UndefinedBehavior, Value};
 use serde::Serialize;
-use serde_json::Value as Json;
 use std::sync::LazyLock;
 use std::time::SystemTime;
 
@@ -180,25 +179,6 @@ fn error_page(state: &AdminState, status: StatusCode, message: impl Into<String>
     )
 }
 
-/// The JSON body of one of the API's own handlers, so pages show exactly what the API serves.
-async fn api_json(response: Response) -> Result<Json, (StatusCode, String)> {
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    let json: Json = serde_json::from_slice(&bytes)
-        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-    if status.is_success() {
-        Ok(json)
-    } else {
-        let message = json["error"]
-            .as_str()
-            .unwrap_or("request failed")
-            .to_owned();
-        Err((status, message))
-    }
-}
-
 /// The attributes a table row shows: the well-known ones first, then the others by name.
 fn key_attributes(agent: &AgentSummary) -> (Vec<(&str, &str)>, usize) {
     let mut shown: Vec<(&str, &str)> = KEY_ATTRIBUTES
@@ -323,7 +303,8 @@ async fn index(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Resp
 }
 
 async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> Response {
-    let detail = match api_json(api::agent(State(state.clone()), Path(uid)).await).await {
+    // The same data the API serves, so the page shows exactly what `GET /api/agents/{uid}` does.
+    let detail = match api::agent_detail(&state, &uid) {
         Ok(d) => d,
         Err((status, message)) => return error_page(&state, status, message),
     };
@@ -339,10 +320,7 @@ async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> Resp
 }
 
 async fn rules(State(state): State<AdminState>) -> Response {
-    let rules = match api_json(api::rules(State(state.clone())).await).await {
-        Ok(r) => r,
-        Err((status, message)) => return error_page(&state, status, message),
-    };
+    let rules = api::rule_views(&state);
     page(
         StatusCode::OK,
         "rules.html",

@@ -2,7 +2,7 @@
 //! desired config when a new revision arrives, and carries the registry's commands (an
 //! operator's push, a restart, "another session replaced you").
 
-use super::codec::{self, CodecError, Reply};
+use super::codec::{self, Reply};
 use super::http::OpampState;
 use super::proto::ServerErrorResponseType;
 use super::session::{self, ConnectionId};
@@ -92,7 +92,8 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
     let (mut sink, mut stream) = socket.split();
     let mut agents: Vec<InstanceUid> = Vec::new();
     let mut last_heard = Instant::now();
-    let mut closing = false;
+    // Set when the server ends the session: the close code and reason it sends.
+    let mut ending: Option<(u16, &str)> = None;
     let mut ticks = tokio::time::interval(state.ping_interval.min(state.idle_timeout));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.reset();
@@ -109,8 +110,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
                         let text = e.to_string();
                         if text.contains("too long") || text.contains("Space limit") {
                             tracing::warn!(connection = connection_id, "message over the size limit: closing with 1009");
-                            let _ = sink.send(close(CLOSE_TOO_BIG, "message too big")).await;
-                            closing = true;
+                            ending = Some((CLOSE_TOO_BIG, "message too big"));
                         }
                         break;
                     }
@@ -128,17 +128,15 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
             }
             changed = revisions.changed() => {
                 if changed.is_err() {
-                    let _ = sink.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                    closing = true;
+                    ending = Some((CLOSE_GOING_AWAY, "server shutting down"));
                     break;
                 }
-                outgoing.extend(agents.iter().filter_map(|uid| fleet.push(uid, connection_id, false)));
+                outgoing.extend(agents.iter().filter_map(|uid| fleet.push(uid, connection_id)));
             }
             command = commands.recv() => match command {
                 Some(SessionCommand::Send(reply)) => outgoing.push(*reply),
                 Some(SessionCommand::Replaced) => {
-                    let _ = sink.send(close(CLOSE_NORMAL, "replaced by a newer session of this agent")).await;
-                    closing = true;
+                    ending = Some((CLOSE_NORMAL, "replaced by a newer session of this agent"));
                     break;
                 }
                 None => break,
@@ -146,8 +144,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
             _ = ticks.tick() => {
                 if last_heard.elapsed() >= state.idle_timeout {
                     tracing::info!(connection = connection_id, "closing a session silent for {:?}", state.idle_timeout);
-                    let _ = sink.send(close(CLOSE_NORMAL, "idle")).await;
-                    closing = true;
+                    ending = Some((CLOSE_NORMAL, "idle"));
                     break;
                 }
                 if last_heard.elapsed() >= state.ping_interval
@@ -157,8 +154,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
                 }
             }
             _ = state.shutdown.cancelled() => {
-                let _ = sink.send(close(CLOSE_GOING_AWAY, "server shutting down")).await;
-                closing = true;
+                ending = Some((CLOSE_GOING_AWAY, "server shutting down"));
                 break;
             }
         }
@@ -176,7 +172,8 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
     for uid in &agents {
         fleet.connection_closed(uid, connection_id);
     }
-    if closing {
+    if let Some((code, reason)) = ending {
+        let _ = timeout(SEND_TIMEOUT, sink.send(close(code, reason))).await;
         // Let the client answer the Close before the socket goes, so it reads our close code
         // instead of a reset.
         let _ = timeout(CLOSE_WAIT, async {
@@ -211,11 +208,6 @@ fn on_binary(
 ) -> Option<Reply> {
     let message = match codec::ws_payload(data).and_then(codec::decode_agent_message) {
         Ok(m) => m,
-        Err(
-            e @ (CodecError::NonZeroHeader(_) | CodecError::BadHeader | CodecError::Protobuf(_)),
-        ) => {
-            return Some(malformed(agents, &e.to_string()));
-        }
         Err(e) => return Some(malformed(agents, &e.to_string())),
     };
     match state.fleet.handle(message, connection) {

@@ -168,15 +168,24 @@ impl GitSource {
     pub fn fetch(&self) -> Result<(Repository, git2::Oid), GitError> {
         let repo = self.open_mirror()?;
         let deadline = Instant::now() + self.options.fetch_timeout;
+        let timed_out = |e: git2::Error| {
+            if Instant::now() >= deadline {
+                GitError::Other(format!(
+                    "fetch timed out after {:?}",
+                    self.options.fetch_timeout
+                ))
+            } else {
+                GitError::Git(e)
+            }
+        };
         let mut remote = repo.find_remote("origin")?;
+        // One connection: it tells the remote's default branch, then the fetch reuses it.
+        let mut connection = remote
+            .connect_auth(git2::Direction::Fetch, Some(self.callbacks(deadline)), None)
+            .map_err(timed_out)?;
         let branch = match &self.options.branch {
             Some(b) => b.clone(),
             None => {
-                let mut connection = remote.connect_auth(
-                    git2::Direction::Fetch,
-                    Some(self.callbacks(deadline)),
-                    None,
-                )?;
                 let head = connection.remote().default_branch()?;
                 let head = head.as_str().unwrap_or("refs/heads/main").to_owned();
                 head.strip_prefix("refs/heads/").unwrap_or(&head).to_owned()
@@ -186,18 +195,11 @@ impl GitSource {
         options.remote_callbacks(self.callbacks(deadline));
         options.prune(git2::FetchPrune::On);
         let refspec = format!("+refs/heads/{branch}:refs/remotes/origin/{branch}");
-        remote
+        connection
+            .remote()
             .fetch(&[refspec.as_str()], Some(&mut options), None)
-            .map_err(|e| {
-                if Instant::now() >= deadline {
-                    GitError::Other(format!(
-                        "fetch timed out after {:?}",
-                        self.options.fetch_timeout
-                    ))
-                } else {
-                    GitError::Git(e)
-                }
-            })?;
+            .map_err(timed_out)?;
+        drop(connection);
         drop(remote);
         let oid = repo
             .find_reference(&format!("refs/remotes/origin/{branch}"))
@@ -245,18 +247,20 @@ impl GitSource {
         }
     }
 
-    /// Fetches and offers the tip to the store; a fetch failure is recorded, not fatal.
+    /// Fetches and offers the tip to the store; a failure is recorded in the store, not fatal.
     pub fn sync(&self, store: &RevisionStore) -> Result<Offered, GitError> {
-        let (repo, commit) = match self.fetch() {
+        let fetched = self
+            .fetch()
+            .and_then(|(repo, commit)| Ok((self.snapshot(&repo, commit)?, commit)));
+        let (snapshot, commit) = match fetched {
             Ok(fetched) => fetched,
             Err(e) => {
-                store.sync_failed(format!("fetch from {}: {e}", self.options.url));
+                store.sync_failed(format!("{}: {e}", self.describe()));
                 return Err(e);
             }
         };
-        let snapshot = self.snapshot(&repo, commit)?;
         let offered = store.offer(&snapshot, &commit.to_string(), &self.describe(), false);
-        if matches!(offered, Offered::Applied | Offered::Unchanged) {
+        if offered == Offered::Applied {
             self.remember(commit);
         }
         Ok(offered)

@@ -111,29 +111,22 @@ impl RevisionStore {
     /// Compiles `snapshot` and makes it current if it compiles.
     pub fn offer(&self, snapshot: &Snapshot, id: &str, source: &str, from_cache: bool) -> Offered {
         let now = SystemTime::now();
-        let unchanged = self.current().is_some_and(|r| r.id == id);
         // A revision from the cache is no successful sync: the failure stays reported.
-        let synced = (!from_cache).then_some(LastSync {
-            at: now,
-            error: None,
-        });
-        if unchanged {
-            let mut status = self.lock();
-            if synced.is_some() {
-                status.last_sync = synced;
-                self.metrics.synced_now();
-            }
-            if let Some(current) = status.current.as_mut() {
+        if !from_cache {
+            self.lock().last_sync = Some(LastSync {
+                at: now,
+                error: None,
+            });
+            self.metrics.synced_now();
+        }
+        if self.current().is_some_and(|r| r.id == id) {
+            if let Some(current) = self.lock().current.as_mut() {
                 current.from_cache &= from_cache;
             }
             return Offered::Unchanged;
         }
         let output = compile(snapshot, id, &self.options);
         let mut status = self.lock();
-        if synced.is_some() {
-            status.last_sync = synced;
-            self.metrics.synced_now();
-        }
         match output.revision {
             Some(revision) => {
                 status.current = Some(CurrentRevision {

@@ -20,13 +20,8 @@ impl Source {
     fn sync(&self, store: &RevisionStore) -> bool {
         match self {
             Source::Dir(dir) => dir.sync(store).is_ok(),
-            Source::Git(git) => match git.sync(store) {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(error = %e, "git sync failed");
-                    false
-                }
-            },
+            // A failure is logged and reported by the store (`sync_failed`).
+            Source::Git(git) => git.sync(store).is_ok(),
         }
     }
 }
