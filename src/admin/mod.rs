@@ -9,6 +9,7 @@ pub mod webhook;
 
 use crate::fleet::Fleet;
 use crate::metrics::{AgentLabels, Metrics, RequestLabels};
+use crate::server::listener::{ReserveSlot, PROBE_PATHS};
 use crate::source::RevisionStore;
 use auth::TokenFile;
 use axum::extract::State;
@@ -34,7 +35,12 @@ pub struct AdminState {
     pub tracked_branch: Option<String>,
     /// Show secret-looking config values instead of `<redacted>`.
     pub show_secrets: bool,
+    /// Deadline for reading a request body (a webhook's, say).
+    pub body_timeout: std::time::Duration,
 }
+
+/// The largest admin request body: GitHub's largest webhook payload is 25 MB.
+pub const MAX_BODY_BYTES: usize = 25 << 20;
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -56,7 +62,67 @@ pub fn router(state: AdminState) -> Router {
             state.fleet.metrics.clone(),
             count_requests,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.body_timeout,
+            bounded_request,
+        ))
         .with_state(state)
+}
+
+/// Every admin request is read whole before its handler runs: within the body deadline and the
+/// size limit. A connection of the probe reserve is answered only for probes.
+async fn bounded_request(
+    State(body_timeout): State<std::time::Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if request.extensions().get::<ReserveSlot>().is_some()
+        && !PROBE_PATHS.contains(&request.uri().path())
+    {
+        let mut response = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin listener is at its connection limit: only probes are answered",
+        );
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, 5.into());
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} MiB",
+                MAX_BODY_BYTES >> 20
+            ),
+        )
+    };
+    if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
+        return too_large();
+    }
+    let bytes = match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, MAX_BODY_BYTES))
+        .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            )
+        }
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {body_timeout:?}"),
+            )
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 /// Counts every request by its route pattern and status code.

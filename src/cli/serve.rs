@@ -1,5 +1,6 @@
 //! `opamp-gitops serve`: runs the server until SIGTERM or SIGINT.
 
+use crate::fleet::limits::InputLimits;
 use crate::fleet::FleetConfig;
 use crate::opamp::codec::DEFAULT_MAX_MESSAGE_BYTES;
 use crate::server::listener::Limits;
@@ -129,6 +130,12 @@ pub struct ServeArgs {
     /// Largest effective config stored per agent; larger ones are not kept.
     #[arg(long, env = "OPAMP_GITOPS_MAX_EFFECTIVE_CONFIG_BYTES", default_value_t = 1 << 20)]
     pub max_effective_config_bytes: usize,
+    /// Longest agent error message or status text kept; longer ones are truncated.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_TEXT_BYTES", default_value_t = 4096)]
+    pub max_text_bytes: usize,
+    /// Entries kept of each report an agent sends (component health, packages, components).
+    #[arg(long, env = "OPAMP_GITOPS_MAX_REPORT_ENTRIES", default_value_t = 256)]
+    pub max_report_entries: usize,
     /// Show secret-looking config values in the API and dashboard instead of `<redacted>`.
     #[arg(long, env = "OPAMP_GITOPS_SHOW_SECRETS")]
     pub show_secrets: bool,
@@ -185,9 +192,13 @@ pub fn run(args: &ServeArgs) -> i32 {
                 advertise_url: args.advertise_url.clone(),
                 agent_ttl: args.agent_ttl,
                 max_agents: args.max_agents,
-                max_attributes: args.max_attributes,
-                max_attribute_bytes: args.max_attribute_bytes,
-                max_effective_config_bytes: args.max_effective_config_bytes,
+                limits: InputLimits {
+                    max_attributes: args.max_attributes,
+                    max_attribute_bytes: args.max_attribute_bytes,
+                    max_effective_config_bytes: args.max_effective_config_bytes,
+                    max_text_bytes: args.max_text_bytes,
+                    max_entries: args.max_report_entries,
+                },
             },
             max_message_bytes: args.max_message_bytes,
             show_secrets: args.show_secrets,
@@ -203,6 +214,7 @@ pub fn run(args: &ServeArgs) -> i32 {
             },
             limits: Limits {
                 max_connections: args.max_connections,
+                probe_reserve: 0,
                 connections_per_second: args.connections_per_second,
                 header_timeout: args.header_timeout,
             },

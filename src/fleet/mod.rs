@@ -2,6 +2,7 @@
 //! decides what each agent is sent. Level-triggered: at every message and every new revision,
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
+pub mod limits;
 pub mod record;
 pub mod status;
 pub mod view;
@@ -19,6 +20,7 @@ use crate::opamp::{agent_caps, server_caps};
 use crate::repo::hash::{ConfigHash, CONTENT_TYPE};
 use crate::repo::{Desired, DesiredConfig, Revision};
 use bytes::Bytes;
+use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,11 +37,8 @@ pub struct FleetConfig {
     /// Disconnected agents are forgotten after this long.
     pub agent_ttl: Duration,
     pub max_agents: usize,
-    /// Attributes an agent may report, and the longest key or value.
-    pub max_attributes: usize,
-    pub max_attribute_bytes: usize,
-    /// Effective configs larger than this are not stored.
-    pub max_effective_config_bytes: usize,
+    /// What an agent may make the server keep.
+    pub limits: InputLimits,
 }
 
 impl Default for FleetConfig {
@@ -49,9 +48,7 @@ impl Default for FleetConfig {
             advertise_url: None,
             agent_ttl: Duration::from_secs(24 * 3600),
             max_agents: 100_000,
-            max_attributes: 128,
-            max_attribute_bytes: 1024,
-            max_effective_config_bytes: 1 << 20,
+            limits: InputLimits::default(),
         }
     }
 }
@@ -84,6 +81,8 @@ pub struct Fleet {
     config: FleetConfig,
     revisions: RevisionWatch,
     agents: RwLock<HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>>,
+    /// The uids each live WebSocket connection speaks for: its close releases every one.
+    connections: Mutex<HashMap<ConnectionId, Vec<InstanceUid>>>,
     /// Remote configs encoded once per hash, for the current revision.
     encoded: Mutex<(String, HashMap<ConfigHash, Arc<EncodedRemoteConfig>>)>,
     settings: Option<ConnectionSettingsOffers>,
@@ -118,6 +117,7 @@ impl Fleet {
             config,
             revisions,
             agents: RwLock::default(),
+            connections: Mutex::default(),
             encoded: Mutex::default(),
             settings,
             capabilities,
@@ -239,7 +239,7 @@ impl Fleet {
     /// Takes in one message from an agent and returns the reply.
     pub fn handle(&self, mut msg: AgentToServer, connection: &Connection) -> Handled {
         let uid_bytes = msg.instance_uid.clone();
-        if let Err(why) = self.check_bounds(&mut msg) {
+        if let Err(why) = self.config.limits.apply(&mut msg) {
             return Handled::Rejected(session::error_reply(
                 uid_bytes,
                 ServerErrorResponseType::BadRequest,
@@ -258,6 +258,14 @@ impl Fleet {
                 ))
             }
         };
+        if connection.commands.is_some() && !self.admit_on_connection(connection.id, uid) {
+            return Handled::Rejected(session::error_reply(
+                uid_bytes,
+                ServerErrorResponseType::BadRequest,
+                format!("one connection may speak for at most {MAX_AGENTS_PER_CONNECTION} agents"),
+                None,
+            ));
+        }
         let Some(record) = self.record_for(uid, &uid_bytes, connection.transport) else {
             let retry_after = Duration::from_secs(30);
             let reply = session::error_reply(
@@ -315,66 +323,6 @@ impl Fleet {
             self.rekey(uid, new_uid, &record);
         }
         Handled::Reply { uid, reply }
-    }
-
-    /// Agent-reported data is untrusted: too many or too long attributes refuse the message, and
-    /// an effective config over the limit is replaced by a note saying so.
-    fn check_bounds(&self, msg: &mut AgentToServer) -> Result<(), String> {
-        if let Some(description) = &msg.agent_description {
-            let attributes = description
-                .identifying_attributes
-                .iter()
-                .chain(&description.non_identifying_attributes);
-            let count = description.identifying_attributes.len()
-                + description.non_identifying_attributes.len();
-            if count > self.config.max_attributes {
-                return Err(format!(
-                    "{count} attributes: the server accepts at most {}",
-                    self.config.max_attributes
-                ));
-            }
-            for kv in attributes {
-                let value_len = kv
-                    .value
-                    .as_ref()
-                    .map(|v| record::any_value_text(v).len())
-                    .unwrap_or(0);
-                if kv.key.len() > self.config.max_attribute_bytes
-                    || value_len > self.config.max_attribute_bytes
-                {
-                    return Err(format!(
-                        "attribute `{}` is longer than {} bytes",
-                        kv.key.chars().take(64).collect::<String>(),
-                        self.config.max_attribute_bytes
-                    ));
-                }
-            }
-        }
-        if let Some(map) = msg
-            .effective_config
-            .as_mut()
-            .and_then(|e| e.config_map.as_mut())
-        {
-            let size: usize = map
-                .config_map
-                .iter()
-                .map(|(k, f)| k.len() + f.body.len())
-                .sum();
-            if size > self.config.max_effective_config_bytes {
-                map.config_map = [(
-                    String::new(),
-                    AgentConfigFile {
-                        body: Bytes::from(format!(
-                            "# the effective config ({size} bytes) is over the server's {}-byte limit and was not stored\n",
-                            self.config.max_effective_config_bytes
-                        )),
-                        content_type: CONTENT_TYPE.into(),
-                    },
-                )]
-                .into();
-            }
-        }
-        Ok(())
     }
 
     /// A WebSocket session takes over the agent; an older live session is told to close.
@@ -466,7 +414,33 @@ impl Fleet {
         new_uid
     }
 
-    /// The agent asked for a new uid: its record moves there.
+    /// Whether a WebSocket connection may speak for `uid`: those it already does, and new ones
+    /// up to [`MAX_AGENTS_PER_CONNECTION`].
+    fn admit_on_connection(&self, connection: ConnectionId, uid: InstanceUid) -> bool {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let uids = connections.entry(connection).or_default();
+        if uids.contains(&uid) {
+            return true;
+        }
+        if uids.len() >= MAX_AGENTS_PER_CONNECTION {
+            return false;
+        }
+        uids.push(uid);
+        true
+    }
+
+    /// The agents a live WebSocket connection speaks for.
+    pub fn connection_agents(&self, connection: ConnectionId) -> Vec<InstanceUid> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&connection)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The agent asked for a new uid: its record moves there, and so does the connection that
+    /// speaks for it.
     fn rekey(&self, old: InstanceUid, new: InstanceUid, record: &Arc<Mutex<AgentRecord>>) {
         let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
         agents.remove(&old);
@@ -474,8 +448,19 @@ impl Fleet {
         rec.uid = new;
         rec.uid_bytes = Bytes::copy_from_slice(new.as_bytes());
         rec.refresh_info();
+        let connection = rec.session.as_ref().map(|s| s.connection);
         drop(rec);
         agents.insert(new, record.clone());
+        drop(agents);
+        if let Some(connection) = connection {
+            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(uid) = connections
+                .get_mut(&connection)
+                .and_then(|uids| uids.iter_mut().find(|u| **u == old))
+            {
+                *uid = new;
+            }
+        }
         tracing::info!(old = %old, new = %new, "agent assigned a new instance uid");
     }
 
@@ -539,9 +524,18 @@ impl Fleet {
             .map_err(|_| ActionError::Busy)
     }
 
-    /// A WebSocket closed: its agents are no longer connected through it.
-    pub fn connection_closed(&self, uid: &InstanceUid, connection: ConnectionId) {
-        if let Some(record) = self.record(uid) {
+    /// A WebSocket closed: every agent it spoke for is no longer connected through it.
+    pub fn connection_closed(&self, connection: ConnectionId) {
+        let uids = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&connection)
+            .unwrap_or_default();
+        for uid in uids {
+            let Some(record) = self.record(&uid) else {
+                continue;
+            };
             let mut rec = lock(&record);
             if rec
                 .session

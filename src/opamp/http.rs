@@ -118,11 +118,19 @@ async fn plain_http(state: OpampState, request: Request, token_name: Option<Stri
                 )
             }
         };
-    let gzipped = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let gzipped = match body_encoding(&parts.headers) {
+        Ok(gzipped) => gzipped,
+        Err(encoding) => {
+            let mut response = text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding `{encoding}` is not supported: send the body uncompressed or with `Content-Encoding: gzip`"),
+            );
+            response
+                .headers_mut()
+                .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            return response;
+        }
+    };
     let payload = if gzipped {
         match codec::gunzip_limited(&raw, limit) {
             Ok(p) => bytes::Bytes::from(p),
@@ -179,6 +187,21 @@ async fn plain_http(state: OpampState, request: Request, token_name: Option<Stri
     response
 }
 
+/// Whether the body is gzip-compressed (`Ok(true)`), as is (`Ok(false)`: no `Content-Encoding`,
+/// or `identity`), or in an encoding this server does not decode (`Err` with the header's text):
+/// one layer of gzip is the only compression OpAMP clients use.
+fn body_encoding(headers: &HeaderMap) -> Result<bool, String> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    let text = value.to_str().map_err(|_| "(not text)".to_owned())?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        _ => Err(text.chars().take(64).collect()),
+    }
+}
+
 /// Whether `Accept-Encoding` allows gzip (with a non-zero quality, directly or through `*`).
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
     let Some(value) = headers
@@ -220,6 +243,24 @@ mod tests {
             HeaderValue::from_str(value).unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn only_identity_and_one_layer_of_gzip_are_decoded() {
+        let with_encoding = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            body_encoding(&h)
+        };
+        assert_eq!(body_encoding(&HeaderMap::new()), Ok(false));
+        assert_eq!(with_encoding("identity"), Ok(false));
+        assert_eq!(with_encoding("GZIP"), Ok(true));
+        for refused in ["deflate", "br", "gzip, gzip", "zstd"] {
+            assert_eq!(with_encoding(refused), Err(refused.to_owned()));
+        }
     }
 
     #[test]

@@ -28,6 +28,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Admin connections kept beyond the connection limit for `/healthz`, `/readyz` and `/metrics`,
+/// so that a flood of clients cannot make the orchestrator think the server is down.
+pub const ADMIN_PROBE_RESERVE: usize = 32;
+
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// A directory, or a git URL.
@@ -183,6 +187,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         webhook_secret_file: options.webhook_secret_file.clone(),
         tracked_branch: options.branch.clone(),
         show_secrets: options.show_secrets,
+        body_timeout: options.body_timeout,
     });
 
     let admin_app = if options.admin_read_auth {
@@ -211,15 +216,19 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         }
         None => (None, None),
     };
-    for (listener, app, tls) in [
-        (opamp_listener, opamp_app, opamp_tls),
-        (admin_listener, admin_app, admin_tls),
+    let admin_limits = Limits {
+        probe_reserve: ADMIN_PROBE_RESERVE,
+        ..options.limits.clone()
+    };
+    for (listener, app, tls, limits) in [
+        (opamp_listener, opamp_app, opamp_tls, options.limits.clone()),
+        (admin_listener, admin_app, admin_tls, admin_limits),
     ] {
         tasks.spawn(listener::serve(
             listener,
             app,
             tls,
-            options.limits.clone(),
+            limits,
             shutdown.clone(),
             sessions.clone(),
         ));
@@ -283,6 +292,7 @@ fn source_for(options: &ServeOptions) -> anyhow::Result<Source> {
     Ok(Source::Dir(dir))
 }
 
+pub mod head_deadline;
 pub mod listener;
 pub mod read_auth;
 pub mod tls;
