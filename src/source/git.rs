@@ -274,7 +274,7 @@ pub fn snapshot_of_tree(repo: &Repository, tree: &git2::Tree) -> Result<Snapshot
     let mut snapshot = Snapshot::new();
     let mut links = Vec::new();
     let mut failure: Option<GitError> = None;
-    tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
         if entry.kind() != Some(git2::ObjectType::Blob) {
             return git2::TreeWalkResult::Ok;
         }
@@ -299,10 +299,12 @@ pub fn snapshot_of_tree(repo: &Repository, tree: &git2::Tree) -> Result<Snapshot
             }
         }
         git2::TreeWalkResult::Ok
-    })?;
+    });
+    // An aborted walk reports only "callback returned an error": the reason is ours.
     if let Some(e) = failure {
         return Err(e);
     }
+    walked?;
     for (path, target) in links {
         match resolve_link(&path, &target) {
             None => snapshot.reject(escaping_link(&path, &target)),
