@@ -77,7 +77,10 @@ async fn silent_connections_and_half_sent_prefaces_are_closed_on_both_listeners(
     let mut ws = WsAgent::connect(server.opamp_addr, Identity::new(PROD)).await;
     let msg = ws.id.full_state(&[], RemoteConfigStatuses::Unset);
     assert!(ws.exchange(msg).await.error_response.is_none());
-    assert_eq!(block(|| get(server.admin_addr, "/readyz")).await.status, 200);
+    assert_eq!(
+        block(|| get(server.admin_addr, "/readyz")).await.status,
+        200
+    );
     server.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -120,8 +123,14 @@ async fn probes_are_answered_when_the_admin_listener_is_full() {
     })
     .await;
     assert!(probe.body.contains("only probes"), "{}", probe.body);
-    assert_eq!(block(|| get(server.admin_addr, "/readyz")).await.status, 200);
-    assert_eq!(block(|| get(server.admin_addr, "/healthz")).await.status, 200);
+    assert_eq!(
+        block(|| get(server.admin_addr, "/readyz")).await.status,
+        200
+    );
+    assert_eq!(
+        block(|| get(server.admin_addr, "/healthz")).await.status,
+        200
+    );
     drop(held);
     server.shutdown(Duration::from_secs(5)).await;
 }
@@ -218,11 +227,8 @@ async fn oversized_agent_strings_are_truncated_and_the_events_stay_small() {
     let huge = "e".repeat(1 << 20);
     for i in 0..40u8 {
         let mut msg = ws.id.heartbeat();
-        msg.remote_config_status = Some(status_report(
-            &[i; 32],
-            RemoteConfigStatuses::Failed,
-            &huge,
-        ));
+        msg.remote_config_status =
+            Some(status_report(&[i; 32], RemoteConfigStatuses::Failed, &huge));
         msg.health = Some(ComponentHealth {
             healthy: false,
             last_error: huge.clone(),
@@ -235,10 +241,18 @@ async fn oversized_agent_strings_are_truncated_and_the_events_stay_small() {
     let detail = block(|| get(server.admin_addr, &format!("/api/agents/{uid}"))).await;
     assert_eq!(detail.status, 200);
     assert!(detail.body.len() < 64 << 10, "{} bytes", detail.body.len());
-    assert!(detail.body.contains("more bytes truncated"), "{}", &detail.body[..2000.min(detail.body.len())]);
+    assert!(
+        detail.body.contains("more bytes truncated"),
+        "{}",
+        &detail.body[..2000.min(detail.body.len())]
+    );
     let events = block(|| get(server.admin_addr, "/api/events?limit=1000")).await;
     assert_eq!(events.status, 200);
-    assert!(events.body.len() < 1 << 20, "{} bytes of events", events.body.len());
+    assert!(
+        events.body.len() < 1 << 20,
+        "{} bytes of events",
+        events.body.len()
+    );
     server.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -255,8 +269,7 @@ fn check_reports_a_template_memory_bomb_with_its_line() {
     let out = run_cli(repo.path(), &["check", "."]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stdout.contains("templates/base.yaml.j2:2:")
-            && out.stdout.contains("MiB of memory"),
+        out.stdout.contains("templates/base.yaml.j2:2:") && out.stdout.contains("MiB of memory"),
         "{out:?}"
     );
 }
@@ -274,9 +287,10 @@ async fn a_bomb_at_the_tip_is_rejected_and_a_restart_serves_the_last_good_revisi
     };
     let server = start_with(options()).await;
     let base = remote.work.read("templates/base.yaml.j2");
-    remote
-        .work
-        .write("templates/base.yaml.j2", &format!("# comment\n{BOMB}{base}"));
+    remote.work.write(
+        "templates/base.yaml.j2",
+        &format!("# comment\n{BOMB}{base}"),
+    );
     let bomb = remote.commit("a template that repeats too much");
     remote.push();
     server.reload().await;
@@ -284,8 +298,10 @@ async fn a_bomb_at_the_tip_is_rejected_and_a_restart_serves_the_last_good_revisi
     let rejected = status.rejected.expect("the bomb is rejected");
     assert_eq!(rejected.id, bomb);
     assert!(
-        rejected.diagnostics.iter().any(|d| d.line == Some(2)
-            && d.file.as_deref() == Some("templates/base.yaml.j2")),
+        rejected
+            .diagnostics
+            .iter()
+            .any(|d| d.line == Some(2) && d.file.as_deref() == Some("templates/base.yaml.j2")),
         "{:?}",
         rejected.diagnostics
     );
@@ -309,8 +325,7 @@ fn a_symlink_out_of_the_repository_is_a_compile_error_in_directory_mode() {
     let out = run_cli(repo.path(), &["check", "."]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(
-        out.stdout.contains("templates/leak.j2")
-            && out.stdout.contains("outside the repository"),
+        out.stdout.contains("templates/leak.j2") && out.stdout.contains("outside the repository"),
         "{out:?}"
     );
     // A link inside the repository is an ordinary file.
@@ -339,8 +354,11 @@ async fn a_symlink_out_of_the_repository_is_never_followed_in_git_mode() {
     let rejected = status.rejected.expect("rejected");
     assert_eq!(rejected.id, leak);
     assert!(
-        rejected.diagnostics.iter().any(|d| d.file.as_deref() == Some("templates/leak.j2")
-            && d.message.contains("outside the repository")),
+        rejected
+            .diagnostics
+            .iter()
+            .any(|d| d.file.as_deref() == Some("templates/leak.j2")
+                && d.message.contains("outside the repository")),
         "{:?}",
         rejected.diagnostics
     );
@@ -352,9 +370,10 @@ async fn a_symlink_out_of_the_repository_is_never_followed_in_git_mode() {
 async fn a_symlink_inside_the_repository_is_read_in_git_mode() {
     let remote = GitRemote::new();
     let fleet = remote.work.read("fleet.yaml");
-    remote
-        .work
-        .write("fleet.yaml", &fleet.replace("template: base.yaml.j2", "template: alias.yaml.j2"));
+    remote.work.write(
+        "fleet.yaml",
+        &fleet.replace("template: base.yaml.j2", "template: alias.yaml.j2"),
+    );
     std::os::unix::fs::symlink("base.yaml.j2", remote.work.file("templates/alias.yaml.j2"))
         .unwrap();
     let linked = remote.commit("an alias");
@@ -365,7 +384,12 @@ async fn a_symlink_inside_the_repository_is_read_in_git_mode() {
     options.cache_dir = cache.path().to_owned();
     let server = start_with(options).await;
     let status = server.store.status();
-    assert_eq!(status.current.map(|c| c.id), Some(linked), "{:?}", status.rejected);
+    assert_eq!(
+        status.current.map(|c| c.id),
+        Some(linked),
+        "{:?}",
+        status.rejected
+    );
     server.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -396,7 +420,9 @@ fn run_and_measure(mut command: std::process::Command) -> (i32, String, i64) {
     });
     // SAFETY: `pid` is our child; the out-pointers are valid.
     unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    let code = std::process::ExitStatus::from_raw(status).code().unwrap_or(-1);
+    let code = std::process::ExitStatus::from_raw(status)
+        .code()
+        .unwrap_or(-1);
     let text = format!("{}{}", out.join().unwrap(), err.join().unwrap());
     (code, text, usage.ru_maxrss)
 }
@@ -455,7 +481,12 @@ async fn a_directory_restored_to_the_served_content_clears_its_rejection() {
             .audit
             .recent(None, 1000)
             .iter()
-            .filter(|e| matches!(e.kind, opamp_gitops::audit::AuditKind::RevisionRejected { .. }))
+            .filter(|e| {
+                matches!(
+                    e.kind,
+                    opamp_gitops::audit::AuditKind::RevisionRejected { .. }
+                )
+            })
             .count()
     };
     tokio::time::sleep(Duration::from_secs(1)).await;
