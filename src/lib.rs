@@ -3,12 +3,15 @@
 
 pub mod admin;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod diagnostics;
 pub mod fleet;
 pub mod fuzzing;
 pub mod metrics;
+pub mod net;
 pub mod opamp;
 pub mod repo;
 pub mod server;
 pub mod source;
+pub mod transport;

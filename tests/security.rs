@@ -9,11 +9,11 @@ use common::repo::TestRepo;
 use common::server::{agent, start_with};
 use common::tls::{connect, connector, http_get, write_pair, TestCa};
 use futures_util::StreamExt;
+use opamp_gitops::net::tls::TlsFiles;
 use opamp_gitops::opamp::proto::RemoteConfigStatuses::Unset;
 use opamp_gitops::opamp::proto::{
     any_value, AgentDescription, AnyValue, KeyValue, ServerErrorResponseType,
 };
-use opamp_gitops::server::tls::TlsFiles;
 use opamp_gitops::server::ServeOptions;
 use prost::Message as _;
 use std::time::{Duration, Instant};

@@ -2,16 +2,16 @@
 //! endpoints need an admin token; without a token file they are disabled.
 
 pub mod api;
-pub mod auth;
 pub mod dashboard;
+pub mod read_auth;
 pub mod redact;
 pub mod webhook;
 
+use crate::auth::{self, TokenFile};
 use crate::fleet::Fleet;
-use crate::metrics::{AgentLabels, Metrics, RequestLabels};
-use crate::server::listener::{ReserveSlot, PROBE_PATHS};
+use crate::metrics::AgentLabels;
+use crate::net::listener::{ReserveSlot, PROBE_PATHS};
 use crate::source::RevisionStore;
-use auth::TokenFile;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +60,7 @@ pub fn router(state: AdminState) -> Router {
         .merge(dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.fleet.metrics.clone(),
-            count_requests,
+            crate::metrics::count_requests,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.body_timeout,
@@ -123,28 +123,6 @@ async fn bounded_request(
         axum::body::Body::from(bytes),
     ))
     .await
-}
-
-/// Counts every request by its route pattern and status code.
-pub async fn count_requests(
-    State(metrics): State<Arc<Metrics>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(request).await;
-    metrics
-        .http_requests
-        .get_or_create(&RequestLabels {
-            route,
-            code: response.status().as_u16(),
-        })
-        .inc();
-    response
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {

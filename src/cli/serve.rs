@@ -2,9 +2,9 @@
 
 use crate::fleet::limits::InputLimits;
 use crate::fleet::FleetConfig;
+use crate::net::listener::Limits;
+use crate::net::tls::TlsFiles;
 use crate::opamp::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::server::listener::Limits;
-use crate::server::tls::TlsFiles;
 use crate::server::{self, ServeOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -19,6 +19,7 @@ use crate::opamp::uid::InstanceUid;
 use crate::opamp::{agent_caps, server_caps};
 use crate::repo::hash::{ConfigHash, CONTENT_TYPE};
 use crate::repo::{Desired, DesiredConfig, Revision};
+use crate::source::RevisionWatch;
 use bytes::Bytes;
 use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
@@ -26,7 +27,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
 
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
@@ -52,9 +52,6 @@ impl Default for FleetConfig {
         }
     }
 }
-
-/// The current revision, as published by the config source.
-pub type RevisionWatch = watch::Receiver<Option<Arc<Revision>>>;
 
 /// Who is talking: one WebSocket (for its whole life) or one HTTP request.
 #[derive(Debug, Clone)]

@@ -1,28 +1,25 @@
 //! `serve`: wires the config source, the fleet and the two listeners together, and shuts them
 //! down cleanly.
 
-use crate::admin::auth::TokenFile;
 use crate::admin::{self, AdminState};
 use crate::audit::AuditLog;
+use crate::auth::TokenFile;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::metrics::Metrics;
+use crate::net::listener::{self, Limits};
+use crate::net::tls::{ReloadingAcceptor, TlsFiles};
 use crate::opamp::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::opamp::http::{endpoint, OpampState};
-use crate::opamp::OPAMP_PATH;
 use crate::repo::CompileOptions;
 use crate::source::dir::DirSource;
 use crate::source::git::{is_git_url, GitOptions, GitSource};
 use crate::source::runner::{self, Source};
 use crate::source::RevisionStore;
+use crate::transport::{opamp_router, OpampState};
 use anyhow::Context;
-use axum::routing::any;
-use axum::Router;
-use listener::Limits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tls::{ReloadingAcceptor, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -161,13 +158,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     let opamp_addr = opamp_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let opamp_app = Router::new()
-        .route(OPAMP_PATH, any(endpoint))
-        .route_layer(axum::middleware::from_fn_with_state(
-            metrics.clone(),
-            admin::count_requests,
-        ))
-        .with_state(OpampState {
+    let opamp_app = opamp_router(
+        OpampState {
             fleet: fleet.clone(),
             max_message_bytes: options.max_message_bytes,
             shutdown: shutdown.clone(),
@@ -176,7 +168,9 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             body_timeout: options.body_timeout,
             idle_timeout: options.idle_timeout,
             ping_interval: options.fleet.heartbeat_interval,
-        });
+        },
+        metrics.clone(),
+    );
     let refresh = Arc::new(tokio::sync::Notify::new());
     let read_tokens = admin_tokens.clone();
     let admin_app = admin::router(AdminState {
@@ -196,7 +190,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         }
         admin_app.layer(axum::middleware::from_fn_with_state(
             read_tokens,
-            read_auth::require_read_token,
+            admin::read_auth::require_read_token,
         ))
     } else {
         admin_app
@@ -291,11 +285,6 @@ fn source_for(options: &ServeOptions) -> anyhow::Result<Source> {
     }
     Ok(Source::Dir(dir))
 }
-
-pub mod head_deadline;
-pub mod listener;
-pub mod read_auth;
-pub mod tls;
 
 impl Server {
     /// Syncs the source now and waits for the result (the webhook and refresh endpoints only

@@ -8,7 +8,6 @@ pub mod runner;
 
 use crate::audit::{AuditKind, AuditLog};
 use crate::diagnostics::Diagnostic;
-use crate::fleet::RevisionWatch;
 use crate::metrics::Metrics;
 use crate::repo::{compile, CompileOptions, Revision, Snapshot};
 use serde::Serialize;
@@ -16,6 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
+
+/// The current revision, as the store publishes it.
+pub type RevisionWatch = watch::Receiver<Option<Arc<Revision>>>;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CurrentRevision {

@@ -2,15 +2,15 @@
 //! desired config when a new revision arrives, and carries the registry's commands (an
 //! operator's push, a restart, "another session replaced you").
 
-use super::codec::{self, Reply};
-use super::http::OpampState;
-use super::proto::ServerErrorResponseType;
-use super::session::{self, ConnectionId};
-use super::uid::InstanceUid;
+use super::OpampState;
 use crate::fleet::record::{SessionCommand, Transport};
 use crate::fleet::{Connection, Handled};
 use crate::metrics::Metrics;
-use crate::server::listener::ConnectionSlot;
+use crate::net::listener::ConnectionSlot;
+use crate::opamp::codec::{self, Reply};
+use crate::opamp::proto::ServerErrorResponseType;
+use crate::opamp::session::{self, ConnectionId};
+use crate::opamp::uid::InstanceUid;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::Bytes;
