@@ -39,10 +39,19 @@ pub enum AuditKind {
         error: Option<String>,
     },
     AdminAction {
-        action: String,
+        action: AdminAction,
         agent: Option<String>,
         token: String,
     },
+}
+
+/// What an operator did through the admin API.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminAction {
+    Refresh,
+    Push,
+    Restart,
 }
 
 impl AuditKind {

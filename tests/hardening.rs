@@ -477,7 +477,6 @@ async fn a_directory_restored_to_the_served_content_clears_its_rejection() {
     // Many polls of the same broken content: rejected once.
     let failures = || {
         server
-            .fleet
             .audit
             .recent(None, 1000)
             .iter()

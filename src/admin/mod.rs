@@ -26,6 +26,8 @@ use tokio::sync::Notify;
 #[derive(Clone)]
 pub struct AdminState {
     pub fleet: Arc<Fleet>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub audit: Arc<crate::audit::AuditLog>,
     pub store: Arc<RevisionStore>,
     /// Wakes the source for an immediate sync.
     pub refresh: Arc<Notify>,
@@ -59,7 +61,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
-            state.fleet.metrics.clone(),
+            state.metrics.clone(),
             crate::metrics::count_requests,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -126,7 +128,7 @@ async fn bounded_request(
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let metrics = &state.fleet.metrics;
+    let metrics = &state.metrics;
     let mut counts: HashMap<AgentLabels, i64> = HashMap::new();
     for agent in state.fleet.summaries() {
         let labels = AgentLabels {
@@ -201,14 +203,11 @@ async fn refresh(State(state): State<AdminState>, headers: HeaderMap) -> Respons
         Ok(name) => name,
         Err(refusal) => return refusal.into_response(),
     };
-    state
-        .fleet
-        .audit
-        .record(crate::audit::AuditKind::AdminAction {
-            action: "refresh".into(),
-            agent: None,
-            token: who,
-        });
+    state.audit.record(crate::audit::AuditKind::AdminAction {
+        action: crate::audit::AdminAction::Refresh,
+        agent: None,
+        token: who,
+    });
     state.refresh.notify_one();
     (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
 }

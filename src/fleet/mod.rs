@@ -4,30 +4,30 @@
 
 pub mod limits;
 pub mod record;
+pub mod served;
 pub mod status;
 pub mod view;
 
 use crate::audit::{AuditKind, AuditLog};
 use crate::metrics::Metrics;
-use crate::opamp::codec::{EncodedRemoteConfig, Reply};
+use crate::opamp::builders;
+use crate::opamp::codec::Reply;
 use crate::opamp::proto::{
-    AgentConfigFile, AgentConfigMap, AgentRemoteConfig, AgentToServer, ConnectionSettingsOffers,
-    OpAmpConnectionSettings, RemoteConfigStatuses, ServerErrorResponseType,
+    AgentToServer, ConnectionSettingsOffers, RemoteConfigStatuses, ServerErrorResponseType,
 };
 use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
 use crate::opamp::uid::InstanceUid;
 use crate::opamp::{agent_caps, server_caps};
-use crate::repo::hash::{ConfigHash, CONTENT_TYPE};
-use crate::repo::{Desired, DesiredConfig, Revision};
+use crate::repo::Desired;
 use crate::source::RevisionWatch;
 use bytes::Bytes;
 use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
+use served::{desired_in, Served};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-
 #[derive(Debug, Clone)]
 pub struct FleetConfig {
     /// Offered to agents that report heartbeats; three silent intervals make an agent stale.
@@ -80,13 +80,13 @@ pub struct Fleet {
     agents: RwLock<HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>>,
     /// The uids each live WebSocket connection speaks for: its close releases every one.
     connections: Mutex<HashMap<ConnectionId, Vec<InstanceUid>>>,
-    /// Remote configs encoded once per hash, for the current revision.
-    encoded: Mutex<(String, HashMap<ConfigHash, Arc<EncodedRemoteConfig>>)>,
+    /// The revision served and its encoded configs, swapped when the watch changes.
+    served: RwLock<Option<Arc<Served>>>,
     settings: Option<ConnectionSettingsOffers>,
     capabilities: u64,
     next_connection: AtomicU64,
-    pub metrics: Arc<Metrics>,
-    pub audit: Arc<AuditLog>,
+    metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
 }
 
 fn lock(record: &Mutex<AgentRecord>) -> MutexGuard<'_, AgentRecord> {
@@ -103,7 +103,7 @@ impl Fleet {
         let settings = config
             .advertise_url
             .as_ref()
-            .map(|url| settings_offer(url, config.heartbeat_interval));
+            .map(|url| builders::settings_offer(url, config.heartbeat_interval));
         let mut capabilities = server_caps::ACCEPTS_STATUS
             | server_caps::OFFERS_REMOTE_CONFIG
             | server_caps::ACCEPTS_EFFECTIVE_CONFIG;
@@ -115,7 +115,7 @@ impl Fleet {
             revisions,
             agents: RwLock::default(),
             connections: Mutex::default(),
-            encoded: Mutex::default(),
+            served: RwLock::default(),
             settings,
             capabilities,
             next_connection: AtomicU64::new(1),
@@ -136,8 +136,26 @@ impl Fleet {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn revision(&self) -> Option<Arc<Revision>> {
-        self.revisions.borrow().clone()
+    /// The revision being served, with its encodings: the watch's value, wrapped once.
+    pub fn served(&self) -> Option<Arc<Served>> {
+        let revision = self.revisions.borrow().clone()?;
+        let same = |s: &&Arc<Served>| Arc::ptr_eq(&s.revision, &revision);
+        if let Some(served) = self
+            .served
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(same)
+        {
+            return Some(served.clone());
+        }
+        let mut slot = self.served.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(served) = slot.as_ref().filter(same) {
+            return Some(served.clone());
+        }
+        let served = Arc::new(Served::new(revision));
+        *slot = Some(served.clone());
+        Some(served)
     }
 
     pub fn subscribe(&self) -> RevisionWatch {
@@ -169,37 +187,21 @@ impl Fleet {
             .collect()
     }
 
-    /// The desired config of an agent under the current revision.
-    pub fn desired(&self, record: &AgentRecord) -> (Desired, Option<String>) {
-        match self.revision() {
-            Some(revision) => (revision.desired(&record.info), Some(revision.id.clone())),
-            None => (Desired::Unmanaged, None),
-        }
-    }
-
-    fn encoded(&self, revision: Option<&str>, config: &DesiredConfig) -> Arc<EncodedRemoteConfig> {
-        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
-        let revision = revision.unwrap_or_default();
-        if cache.0 != revision {
-            *cache = (revision.to_owned(), HashMap::new());
-        }
-        cache
-            .1
-            .entry(config.hash)
-            .or_insert_with(|| Arc::new(EncodedRemoteConfig::new(&remote_config(config))))
-            .clone()
+    /// The desired config of an agent under the revision served.
+    pub fn desired(&self, record: &AgentRecord) -> Desired {
+        desired_in(self.served().as_deref(), &record.info)
     }
 
     fn intent(
         &self,
         desired: &Desired,
-        revision: Option<&str>,
+        served: Option<&Served>,
         connection: ConnectionId,
     ) -> Intent {
         Intent {
             capabilities: self.capabilities,
-            remote_config: match desired {
-                Desired::Config(config) => Some(self.encoded(revision, config)),
+            remote_config: match (desired, served) {
+                (Desired::Config(config), Some(served)) => Some(served.encoded(config)),
                 _ => None,
             },
             settings: self.settings.clone(),
@@ -299,14 +301,16 @@ impl Fleet {
             rec.session = None;
             tracing::info!(agent = %uid, "agent disconnected");
         }
-        let (desired, revision) = self.desired(&rec);
+        let served = self.served();
+        let desired = desired_in(served.as_deref(), &rec.info);
+        let revision = served.as_ref().map(|s| s.id());
         if let Desired::Invalid { .. } = &desired {
-            if rec.render_error_revision != revision {
-                rec.render_error_revision = revision.clone();
+            if rec.render_error_revision.as_deref() != revision {
+                rec.render_error_revision = revision.map(str::to_owned);
                 self.metrics.render_errors.inc();
             }
         }
-        let intent = self.intent(&desired, revision.as_deref(), connection.id);
+        let intent = self.intent(&desired, served.as_deref(), connection.id);
         let (reply, events) = session::reply(
             &mut rec.state,
             &uid_bytes,
@@ -314,7 +318,7 @@ impl Fleet {
             &intent,
             InstanceUid::new_v7,
         );
-        let new_uid = self.on_events(&mut rec, &events, revision.as_deref());
+        let new_uid = self.on_events(&mut rec, &events, revision);
         drop(rec);
         if let Some(new_uid) = new_uid {
             self.rekey(uid, new_uid, &record);
@@ -469,17 +473,26 @@ impl Fleet {
         if !rec.connected {
             return None;
         }
-        let (desired, revision) = self.desired(&rec);
-        let intent = self.intent(&desired, revision.as_deref(), connection);
+        let served = self.served();
+        let desired = desired_in(served.as_deref(), &rec.info);
+        let intent = self.intent(&desired, served.as_deref(), connection);
         let uid_bytes = rec.uid_bytes.clone();
         let (reply, events) = session::push(&mut rec.state, &uid_bytes, &intent)?;
-        self.on_events(&mut rec, &events, revision.as_deref());
+        self.on_events(&mut rec, &events, served.as_ref().map(|s| s.id()));
         Some(reply)
+    }
+
+    /// Carries out an operator's action on one agent.
+    pub fn act(&self, uid: &InstanceUid, action: AgentAction) -> Result<(), ActionError> {
+        match action {
+            AgentAction::Push => self.force_push(uid),
+            AgentAction::Restart => self.restart(uid),
+        }
     }
 
     /// An operator's push: forget a remembered failure and send the desired config again, at
     /// once over WebSocket, in the answer to the next poll over HTTP.
-    pub fn force_push(&self, uid: &InstanceUid) -> Result<(), ActionError> {
+    fn force_push(&self, uid: &InstanceUid) -> Result<(), ActionError> {
         let record = self.record(uid).ok_or(ActionError::NotFound)?;
         let session = {
             let mut rec = lock(&record);
@@ -498,7 +511,7 @@ impl Fleet {
     }
 
     /// Asks the agent to restart, when it accepts the command and is connected over WebSocket.
-    pub fn restart(&self, uid: &InstanceUid) -> Result<(), ActionError> {
+    fn restart(&self, uid: &InstanceUid) -> Result<(), ActionError> {
         let record = self.record(uid).ok_or(ActionError::NotFound)?;
         let rec = lock(&record);
         if !rec.state.has(agent_caps::ACCEPTS_RESTART_COMMAND) {
@@ -575,6 +588,15 @@ impl Fleet {
     }
 }
 
+/// What an operator can ask of one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentAction {
+    /// Send the desired config again, whatever the agent reported.
+    Push,
+    /// Restart the agent (`AcceptsRestartCommand`).
+    Restart,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
     #[error("no agent with that instance uid")]
@@ -583,43 +605,4 @@ pub enum ActionError {
     Conflict(String),
     #[error("the agent's session is busy; try again")]
     Busy,
-}
-
-fn remote_config(config: &DesiredConfig) -> AgentRemoteConfig {
-    AgentRemoteConfig {
-        config: Some(AgentConfigMap {
-            config_map: config
-                .files
-                .iter()
-                .map(|(name, body)| {
-                    (
-                        name.clone(),
-                        AgentConfigFile {
-                            body: body.clone(),
-                            content_type: CONTENT_TYPE.into(),
-                        },
-                    )
-                })
-                .collect(),
-        }),
-        config_hash: Bytes::copy_from_slice(&config.hash),
-    }
-}
-
-/// The heartbeat offer, with a hash that stays the same as long as its contents do.
-fn settings_offer(url: &str, interval: Duration) -> ConnectionSettingsOffers {
-    use sha2::{Digest, Sha256};
-    let seconds = interval.as_secs().max(1);
-    let hash = Sha256::digest(format!(
-        "opamp destination_endpoint={url} heartbeat_interval_seconds={seconds}"
-    ));
-    ConnectionSettingsOffers {
-        hash: Bytes::copy_from_slice(&hash),
-        opamp: Some(OpAmpConnectionSettings {
-            destination_endpoint: url.to_owned(),
-            heartbeat_interval_seconds: seconds,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }

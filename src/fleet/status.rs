@@ -2,7 +2,6 @@
 //! the current revision wants for it. Nothing here is stored: it is computed when asked.
 
 use crate::opamp::agent_caps;
-use crate::opamp::proto::RemoteConfigStatuses;
 use crate::opamp::session::{sync_state, AgentState, SyncState};
 use crate::repo::Desired;
 use serde::Serialize;
@@ -86,7 +85,7 @@ pub fn status(state: &AgentState, desired: &Desired) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::opamp::proto::RemoteConfigStatus;
+    use crate::opamp::proto::{RemoteConfigStatus, RemoteConfigStatuses};
     use crate::repo::DesiredConfig;
     use std::collections::BTreeMap;
     use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! The OpAMP protocol: generated messages, instance uids, framing and compression (codec), the
 //! pure session state machine, and the two transports (WebSocket and plain HTTP) on one endpoint.
 
+pub mod builders;
 pub mod codec;
 pub mod session;
 pub mod uid;

@@ -106,6 +106,8 @@ pub struct Server {
     pub opamp_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub fleet: Arc<Fleet>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<AuditLog>,
     pub store: Arc<RevisionStore>,
     source: Arc<Source>,
     shutdown: CancellationToken,
@@ -158,23 +160,23 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     let opamp_addr = opamp_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let opamp_app = opamp_router(
-        OpampState {
-            fleet: fleet.clone(),
-            max_message_bytes: options.max_message_bytes,
-            shutdown: shutdown.clone(),
-            sessions: sessions.clone(),
-            agent_tokens,
-            body_timeout: options.body_timeout,
-            idle_timeout: options.idle_timeout,
-            ping_interval: options.fleet.heartbeat_interval,
-        },
-        metrics.clone(),
-    );
+    let opamp_app = opamp_router(OpampState {
+        fleet: fleet.clone(),
+        metrics: metrics.clone(),
+        max_message_bytes: options.max_message_bytes,
+        shutdown: shutdown.clone(),
+        sessions: sessions.clone(),
+        agent_tokens,
+        body_timeout: options.body_timeout,
+        idle_timeout: options.idle_timeout,
+        ping_interval: options.fleet.heartbeat_interval,
+    });
     let refresh = Arc::new(tokio::sync::Notify::new());
     let read_tokens = admin_tokens.clone();
     let admin_app = admin::router(AdminState {
         fleet: fleet.clone(),
+        metrics: metrics.clone(),
+        audit: audit.clone(),
         store: store.clone(),
         refresh: refresh.clone(),
         admin_tokens,
@@ -255,6 +257,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         opamp_addr,
         admin_addr,
         fleet,
+        metrics,
+        audit,
         store,
         source,
         shutdown,

@@ -60,7 +60,7 @@ pub(super) async fn plain_http(
     } else {
         raw
     };
-    state.fleet.metrics.message_in(payload.len());
+    state.metrics.message_in(payload.len());
     let message = match codec::decode_agent_message(&payload) {
         Ok(m) => m,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -87,7 +87,7 @@ pub(super) async fn plain_http(
         }
     };
     let encoded = reply.encode();
-    state.fleet.metrics.message_out(encoded.len());
+    state.metrics.message_out(encoded.len());
     let mut response = if accepts_gzip(&parts.headers) {
         let mut r = Response::new(Body::from(codec::gzip(&encoded)));
         r.headers_mut()

@@ -20,11 +20,11 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// The OpAMP listener's routes: the endpoint, with every request counted.
-pub fn opamp_router(state: OpampState, metrics: Arc<Metrics>) -> Router {
+pub fn opamp_router(state: OpampState) -> Router {
     Router::new()
         .route(OPAMP_PATH, any(endpoint))
         .route_layer(axum::middleware::from_fn_with_state(
-            metrics,
+            state.metrics.clone(),
             crate::metrics::count_requests,
         ))
         .with_state(state)
@@ -36,6 +36,7 @@ pub const PROTOBUF: &str = "application/x-protobuf";
 #[derive(Clone)]
 pub struct OpampState {
     pub fleet: Arc<Fleet>,
+    pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
     pub shutdown: CancellationToken,
     /// Every live WebSocket session, so shutdown can wait for them to close.

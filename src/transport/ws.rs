@@ -115,7 +115,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
                 last_heard = Instant::now();
                 match frame {
                     Message::Binary(data) => {
-                        fleet.metrics.message_in(data.len());
+                        state.metrics.message_in(data.len());
                         outgoing.extend(on_binary(&state, &connection, &mut named, &data));
                     }
                     Message::Text(_) => outgoing.push(malformed(&fleet.connection_agents(connection_id), "text frames are not OpAMP messages: send binary frames")),
@@ -157,7 +157,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
         }
         let mut gone = false;
         for reply in &outgoing {
-            if !send_reply(&mut sink, &fleet.metrics, reply).await {
+            if !send_reply(&mut sink, &state.metrics, reply).await {
                 gone = true;
                 break;
             }
