@@ -11,6 +11,7 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod net;
 pub mod opamp;
+pub mod options;
 pub mod repo;
 pub mod server;
 pub mod source;

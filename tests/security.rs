@@ -9,7 +9,6 @@ use common::repo::TestRepo;
 use common::server::{agent, start_with};
 use common::tls::{connect, connector, http_get, write_pair, TestCa};
 use futures_util::StreamExt;
-use opamp_gitops::net::tls::TlsFiles;
 use opamp_gitops::opamp::proto::RemoteConfigStatuses::Unset;
 use opamp_gitops::opamp::proto::{
     any_value, AgentDescription, AnyValue, KeyValue, ServerErrorResponseType,
@@ -216,11 +215,9 @@ async fn tls_server(client_ca: bool) -> TlsServer {
     let ca_file = dir.path().join("clients-ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let mut options = ServeOptions::local(repo.path());
-    options.tls = Some(TlsFiles {
-        cert,
-        key,
-        client_ca: client_ca.then_some(ca_file),
-    });
+    options.tls_cert = Some(cert);
+    options.tls_key = Some(key);
+    options.client_ca = client_ca.then_some(ca_file);
     let server = start_with(options).await;
     TlsServer {
         dir,

@@ -12,29 +12,34 @@ use crate::repo::hash::CONTENT_TYPE;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+#[command(next_help_heading = "Limits")]
 pub struct InputLimits {
-    /// Attributes an agent may report, and the longest key or value.
+    /// Attributes an agent may report (identifying and non-identifying together).
+    #[arg(long, env = "OPAMP_GITOPS_MAX_ATTRIBUTES", default_value_t = 128)]
     pub max_attributes: usize,
+    /// Longest attribute key or value, and longest status string or name in a report, in bytes.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_ATTRIBUTE_BYTES", default_value_t = 1024)]
     pub max_attribute_bytes: usize,
-    /// Effective configs larger than this are not stored.
+    /// Largest effective config stored per agent; larger ones are not kept.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_EFFECTIVE_CONFIG_BYTES", default_value_t = 1 << 20)]
     pub max_effective_config_bytes: usize,
-    /// The longest error message or status text kept (longer ones are truncated).
+    /// Longest agent error message or status text kept; longer ones are truncated.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_TEXT_BYTES", default_value_t = 4096)]
     pub max_text_bytes: usize,
-    /// Entries kept of each reported map or list (component health, packages, components,
+    /// Entries kept of each report an agent sends (component health, packages, components,
     /// custom capabilities), counted over the whole nested report.
+    #[arg(
+        long = "max-report-entries",
+        env = "OPAMP_GITOPS_MAX_REPORT_ENTRIES",
+        default_value_t = 256
+    )]
     pub max_entries: usize,
 }
 
 impl Default for InputLimits {
     fn default() -> Self {
-        InputLimits {
-            max_attributes: 128,
-            max_attribute_bytes: 1024,
-            max_effective_config_bytes: 1 << 20,
-            max_text_bytes: 4096,
-            max_entries: 256,
-        }
+        crate::options::defaults()
     }
 }
 

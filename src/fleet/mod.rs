@@ -18,6 +18,7 @@ use crate::opamp::proto::{
 use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
 use crate::opamp::uid::InstanceUid;
 use crate::opamp::{agent_caps, server_caps};
+use crate::options::parse_duration;
 use crate::repo::Desired;
 use crate::source::RevisionWatch;
 use bytes::Bytes;
@@ -28,28 +29,35 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FleetConfig {
-    /// Offered to agents that report heartbeats; three silent intervals make an agent stale.
+    /// Heartbeat interval offered to agents that report heartbeats; three silent intervals
+    /// make an agent stale.
+    #[arg(long, env = "OPAMP_GITOPS_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration, help_heading = "Listeners")]
     pub heartbeat_interval: Duration,
-    /// The URL agents reach this server at; without it no connection settings are offered.
+    /// The URL agents reach this server at; enables heartbeat-interval offers (without it no
+    /// connection settings are offered).
+    #[arg(long, env = "OPAMP_GITOPS_ADVERTISE_URL", help_heading = "Listeners")]
     pub advertise_url: Option<String>,
     /// Disconnected agents are forgotten after this long.
+    #[arg(long, env = "OPAMP_GITOPS_AGENT_TTL", default_value = "24h", value_parser = parse_duration, help_heading = "Limits")]
     pub agent_ttl: Duration,
+    /// The most agents the registry holds; new ones beyond it are asked to retry later.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_MAX_AGENTS",
+        default_value_t = 100_000,
+        help_heading = "Limits"
+    )]
     pub max_agents: usize,
     /// What an agent may make the server keep.
+    #[command(flatten)]
     pub limits: InputLimits,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
-        FleetConfig {
-            heartbeat_interval: Duration::from_secs(30),
-            advertise_url: None,
-            agent_ttl: Duration::from_secs(24 * 3600),
-            max_agents: 100_000,
-            limits: InputLimits::default(),
-        }
+        crate::options::defaults()
     }
 }
 

@@ -32,26 +32,32 @@ pub struct ReserveSlot;
 /// Paths a connection of the probe reserve may ask for.
 pub const PROBE_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
 pub struct Limits {
-    /// Connections open at once on one listener.
+    /// Connections open at once, per listener; beyond it new ones get 503 with Retry-After.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
-    /// Connections beyond `max_connections` kept for probes (`PROBE_PATHS`); 0 for none.
+    /// Connections beyond `max_connections` kept for probes (`PROBE_PATHS`); 0 for none. Set
+    /// by the server for its admin listener.
+    #[arg(skip)]
     pub probe_reserve: usize,
-    /// New connections per second from one source address.
+    /// New connections per second from one source address; beyond it: 429 with Retry-After.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_CONNECTIONS_PER_SECOND",
+        default_value_t = 1_000
+    )]
     pub connections_per_second: u32,
-    /// TLS handshake and request headers must arrive within this.
+    /// The TLS handshake, then a complete request head, must arrive within this of accept (and
+    /// of the previous answer on a kept-alive connection).
+    #[arg(long, env = "OPAMP_GITOPS_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::options::parse_duration)]
     pub header_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_connections: 16_384,
-            probe_reserve: 0,
-            connections_per_second: 1_000,
-            header_timeout: Duration::from_secs(10),
-        }
+        crate::options::defaults()
     }
 }
 
