@@ -50,7 +50,7 @@ pub const MAX_AGENTS_PER_CONNECTION: usize = 64;
 const MAX_DEPTH: usize = 8;
 
 /// Cuts `text` to at most `max` bytes (on a character boundary) plus a marker that says how
-/// much was dropped.
+/// much was dropped, and gives back the memory the rest took.
 pub fn truncate(text: &mut String, max: usize) {
     if text.len() <= max {
         return;
@@ -62,6 +62,8 @@ pub fn truncate(text: &mut String, max: usize) {
     let dropped = text.len() - cut;
     text.truncate(cut);
     text.push_str(&format!("… [{dropped} more bytes truncated]"));
+    // `truncate` keeps the capacity: without this a 1 MiB message stays 1 MiB in the registry.
+    text.shrink_to_fit();
 }
 
 impl InputLimits {
@@ -288,11 +290,12 @@ mod tests {
             ..Default::default()
         };
         limits.apply(&mut msg).unwrap();
+        // What is kept is small in memory, not only in length.
         let status = msg.remote_config_status.unwrap();
-        assert!(status.error_message.len() < limits.max_text_bytes + 64);
+        assert!(status.error_message.capacity() < limits.max_text_bytes + 64);
         let health = msg.health.unwrap();
-        assert!(health.last_error.len() < limits.max_text_bytes + 64);
-        assert!(health.status.len() < limits.max_attribute_bytes + 64);
+        assert!(health.last_error.capacity() < limits.max_text_bytes + 64);
+        assert!(health.status.capacity() < limits.max_attribute_bytes + 64);
         assert_eq!(health.component_health_map.len(), limits.max_entries);
     }
 }
