@@ -2,6 +2,8 @@
 
 mod common;
 
+use common::block;
+
 use common::admin::{get, post};
 use common::agent::{config_hash, Identity, WsAgent};
 use common::repo::TestRepo;
@@ -13,10 +15,6 @@ use serde_json::Value;
 use std::time::Duration;
 
 const ADMIN: (&str, &str) = ("Authorization", "Bearer admin-token");
-
-async fn block<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 struct Fixture {
     _tokens: tempfile::TempDir,

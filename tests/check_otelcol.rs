@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::admin::get;
+use common::admin::api;
+
 use common::agent::{config_hash, Identity, WsAgent};
 use common::e2e::{add_file_exporter, update_goldens, write_config_repo, TEMPLATE};
 use common::run_cli;
@@ -14,7 +15,6 @@ use common::server::start_with;
 use opamp_gitops::opamp::proto::RemoteConfigStatuses::Unset;
 use opamp_gitops::server::ServeOptions;
 use serde_json::Value;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -69,12 +69,6 @@ fn a_render_using_a_component_the_collector_lacks_fails_check_naming_it_the_rule
         d["message"].as_str().unwrap().contains(MISSING),
         "{report:#}"
     );
-}
-
-fn api(addr: SocketAddr, path: &str) -> Value {
-    let answer = tokio::task::block_in_place(|| get(addr, path));
-    assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
-    answer.json()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

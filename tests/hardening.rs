@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::block;
+
 use common::admin::{get, post};
 use common::agent::{status_report, Identity, WsAgent, WAIT};
 use common::git::GitRemote;
@@ -18,10 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const PROD: &[(&str, &str)] = &[("environment", "production")];
-
-async fn block<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 /// Waits until the server closes `stream` (EOF or reset), or fails after `WAIT`.
 async fn closed_by_server(stream: &mut TcpStream) {

@@ -3,6 +3,8 @@
 
 mod common;
 
+use common::block;
+
 use common::admin::{get, request};
 use common::agent::{config_hash, http_client, Identity, WsAgent, WAIT};
 use common::repo::TestRepo;
@@ -20,10 +22,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const PROD: &[(&str, &str)] = &[("environment", "production")];
-
-async fn block<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
-}
 
 fn ws_request(
     addr: std::net::SocketAddr,

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::block;
+
 use common::admin::{get, github_push, post};
 use common::agent::{config_file, config_hash, Identity, WsAgent, WAIT};
 use common::git::{GitDaemon, GitRemote};
@@ -51,10 +53,6 @@ async fn applied_agent(server: &Server) -> (WsAgent, Vec<u8>) {
     let msg = ws.id.report(&hash, Applied, "");
     ws.exchange(msg).await;
     (ws, hash)
-}
-
-async fn block<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 async fn commit_reaches_agent_after_webhook(url: String, remote: &GitRemote) {

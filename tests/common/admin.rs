@@ -43,6 +43,13 @@ pub fn request(
     }
 }
 
+/// `GET path` from a multi-threaded tokio test, which must answer 200 with JSON.
+pub fn api(addr: SocketAddr, path: &str) -> Value {
+    let answer = tokio::task::block_in_place(|| get(addr, path));
+    assert_eq!(answer.status, 200, "GET {path}: {}", answer.body);
+    answer.json()
+}
+
 pub fn get(addr: SocketAddr, path: &str) -> Answer {
     request("GET", addr, path, &[], b"")
 }

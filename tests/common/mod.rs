@@ -16,6 +16,11 @@ pub mod tls;
 use std::path::Path;
 use std::process::{Command, Output};
 
+/// Runs blocking test I/O (ureq requests, child processes) from a multi-threaded tokio test.
+pub async fn block<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
 /// Runs the real `opamp-gitops` binary in `cwd`.
 pub fn run_cli(cwd: &Path, args: &[&str]) -> CliResult {
     let output = Command::new(env!("CARGO_BIN_EXE_opamp-gitops"))
