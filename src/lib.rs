@@ -7,6 +7,7 @@ pub mod cli;
 pub mod diagnostics;
 pub mod fleet;
 pub mod fuzzing;
+pub mod loadgen;
 pub mod metrics;
 pub mod opamp;
 pub mod repo;
