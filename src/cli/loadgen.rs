@@ -195,10 +195,7 @@ pub fn run(args: &LoadgenArgs) -> i32 {
         }
     });
     match result {
-        Ok(report) => {
-            out.report(&report);
-            exit::OK
-        }
+        Ok(_) => exit::OK,
         Err(e) => {
             eprintln!("error: {e}");
             exit::FAILED

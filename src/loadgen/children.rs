@@ -114,6 +114,7 @@ fn spawn(options: &Options, processes: u64) -> Result<Vec<Worker>, String> {
     Ok(workers)
 }
 
+/// Runs the agents over `processes` children and prints the merged report.
 pub async fn run(options: Options, processes: u64, out: Output) -> Result<Report, String> {
     let start = Instant::now();
     let start_unix_ms = unix_ms_now();
@@ -337,6 +338,7 @@ pub async fn run(options: Options, processes: u64, out: Output) -> Result<Report
             *merged.applied_hashes.entry(hash.clone()).or_insert(0) += n;
         }
     }
+    out.report(&merged);
     Ok(merged)
 }
 

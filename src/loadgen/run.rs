@@ -126,6 +126,7 @@ pub fn refresh_url(refresh: &Refresh) -> String {
     format!("http://{}", refresh.endpoint)
 }
 
+/// Runs the agents of this process and prints the report.
 pub async fn run(options: Options, out: Output) -> Report {
     let start = Instant::now();
     let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
@@ -249,6 +250,8 @@ pub async fn run(options: Options, out: Output) -> Report {
         converged_unix_ms: options.child.then(|| view.converged_unix_ms()),
     };
 
+    // Said before the goodbyes, so that whoever stops this process has the report at once.
+    out.report(&report);
     shared.stop.cancel();
     let finished = tasks.wait();
     tokio::pin!(finished);
