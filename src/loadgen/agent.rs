@@ -5,6 +5,7 @@
 //! reconnect starts with a compressed message, as opamp-go's client does.
 
 use crate::opamp::agent_caps::*;
+use crate::opamp::proto::server_error_response::Details;
 use crate::opamp::proto::{
     any_value, AgentConfigMap, AgentDescription, AgentDisconnect, AgentToServer, AnyValue,
     ComponentHealth, EffectiveConfig, KeyValue, RemoteConfigStatus, RemoteConfigStatuses,
@@ -172,12 +173,9 @@ impl AgentModel {
     pub fn answer(&mut self, msg: ServerToAgent) -> Answer {
         let mut answer = Answer::default();
         if let Some(error) = msg.error_response {
-            let retry = match error.details {
-                Some(crate::opamp::proto::server_error_response::Details::RetryInfo(info)) => {
-                    Some(Duration::from_nanos(info.retry_after_nanoseconds))
-                }
-                None => None,
-            };
+            let retry = error
+                .details
+                .map(|Details::RetryInfo(info)| Duration::from_nanos(info.retry_after_nanoseconds));
             answer.error = Some(
                 if error.r#type == ServerErrorResponseType::Unavailable as i32 {
                     ServerError::Unavailable(retry)

@@ -324,6 +324,7 @@ pub async fn run(options: Options, processes: u64, out: Output) -> Result<Report
         convergence,
         reconnects: merge_outages(&all).into_iter().map(|(_, o)| o).collect(),
         http_latency: None,
+        http_latency_settled: None,
         applied_hashes: BTreeMap::new(),
         converged_unix_ms: None,
     };

@@ -65,7 +65,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
             }
         }
     }
-    Ok(limit.rlim_cur as u64)
+    Ok(limit.rlim_cur)
 }
 
 /// Exponential backoff with jitter: the first retry after 0–200 ms (so a fleet dropped at once
@@ -138,7 +138,7 @@ mod tests {
             rlim_max: 0,
         };
         unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) };
-        assert_eq!(limit, now.rlim_cur as u64);
+        assert_eq!(limit, now.rlim_cur);
         assert_eq!(now.rlim_cur, now.rlim_max);
     }
 }

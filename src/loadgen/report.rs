@@ -72,6 +72,8 @@ pub struct Report {
     pub convergence: Option<Convergence>,
     pub reconnects: Vec<Outage>,
     pub http_latency: Option<Latency>,
+    /// The same for the requests made after the fleet settled: the steady state.
+    pub http_latency_settled: Option<Latency>,
     /// How many agents report each hash APPLIED at the end (hex).
     pub applied_hashes: BTreeMap<String, u64>,
     /// Child processes only: when each agent converged (Unix ms), for the parent to merge.
@@ -150,12 +152,17 @@ impl Report {
         for o in &self.reconnects {
             let _ = writeln!(out, "  reconnect            {}", outage_text(o));
         }
-        if let Some(l) = &self.http_latency {
-            let _ = writeln!(
-                out,
-                "  http latency         {} requests: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-                l.requests, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
-            );
+        for (name, latency) in [
+            ("http latency        ", &self.http_latency),
+            ("  after settling    ", &self.http_latency_settled),
+        ] {
+            if let Some(l) = latency {
+                let _ = writeln!(
+                    out,
+                    "  {name} {} requests: p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
+                    l.requests, l.p50_ms, l.p90_ms, l.p99_ms, l.max_ms
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -317,6 +324,7 @@ mod tests {
             convergence: Some(Convergence::from_times(&mut [5, 7], 2)),
             reconnects: vec![],
             http_latency: None,
+            http_latency_settled: None,
             applied_hashes: [("ab".to_owned(), 2)].into(),
             converged_unix_ms: None,
         };

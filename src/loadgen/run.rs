@@ -175,6 +175,7 @@ pub async fn run(options: Options, out: Output) -> Report {
                 out.progress(t, view.connected(), view.total(), counts);
                 if !settled && view.settled(now) {
                     settled = true;
+                    view.mark_settled(now);
                     out.event(json!({"event": "settled", "t_ms": t.as_millis() as u64}), || {
                         format!("settled: every agent connected, nothing changed for {:?}", super::view::SETTLE)
                     });
@@ -246,6 +247,7 @@ pub async fn run(options: Options, out: Output) -> Report {
         convergence: view.convergence(),
         reconnects: view.outages.clone(),
         http_latency: Latency::from_histogram(&view.latency),
+        http_latency_settled: Latency::from_histogram(&view.latency_settled),
         applied_hashes: view.applied_hashes().into_iter().collect(),
         converged_unix_ms: options.child.then(|| view.converged_unix_ms()),
     };

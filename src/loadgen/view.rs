@@ -132,6 +132,9 @@ pub struct View {
     outage: Option<OpenOutage>,
     pub outages: Vec<Outage>,
     pub latency: Histogram,
+    /// Latencies of the requests made once the fleet settled (the steady state).
+    pub latency_settled: Histogram,
+    settled_at: Option<Instant>,
 }
 
 impl View {
@@ -152,6 +155,8 @@ impl View {
             outage: None,
             outages: Vec::new(),
             latency: Histogram::default(),
+            latency_settled: Histogram::default(),
+            settled_at: None,
         }
     }
 
@@ -206,6 +211,11 @@ impl View {
         self.all_connected_at.is_some()
             && self.connected == self.total()
             && now.saturating_duration_since(self.last_activity) >= SETTLE
+    }
+
+    /// From now on request latencies also count as steady-state ones.
+    pub fn mark_settled(&mut self, at: Instant) {
+        self.settled_at.get_or_insert(at);
     }
 
     fn intern(&mut self, hash: Bytes) -> u32 {
@@ -303,7 +313,12 @@ impl View {
                 self.full_state_requests += 1;
                 self.last_activity = event.at;
             }
-            EventKind::Latency(latency) => self.latency.record(latency),
+            EventKind::Latency(latency) => {
+                self.latency.record(latency);
+                if self.settled_at.is_some_and(|s| event.at >= s) {
+                    self.latency_settled.record(latency);
+                }
+            }
             EventKind::Applied(hash) => {
                 self.applied_reports += 1;
                 self.last_activity = event.at;
