@@ -3,7 +3,9 @@
 //! repository, one commit that changes every agent's config, then a restart of the server on
 //! the same ports. Correctness only, no timing: every agent reports APPLIED for its desired
 //! hash after the refresh, and the restarted server sends no config to agents that already run
-//! the desired one. Deadlines are generous and every wait polls, for a loaded 2-core machine.
+//! the desired one. A second test runs the load generator over several processes, as it does
+//! past one process's open-files limit. Deadlines are generous and every wait polls, for a
+//! loaded 2-core machine.
 
 mod common;
 
@@ -117,10 +119,9 @@ fn metric(admin: &str, name: &str) -> Option<f64> {
     })
 }
 
-/// Polls the agent API until every agent is connected and APPLIED at its desired hash under
-/// `revision`; returns the agents.
-fn all_applied(admin: &str, revision: &str) -> Vec<Value> {
-    let want = (WS_AGENTS + HTTP_AGENTS) as usize;
+/// Polls the agent API until `want` agents are connected and APPLIED at their desired hash
+/// under `revision`; returns the agents.
+fn all_applied(admin: &str, revision: &str, want: usize) -> Vec<Value> {
     let until = Instant::now() + WAIT;
     loop {
         let page: Value =
@@ -155,19 +156,56 @@ fn loadgen(args: &[&str]) -> Command {
     command
 }
 
+/// A git repository served by `opamp-gitops serve`, and a next commit, pushed, that changes
+/// every agent's config: the server learns of it only when the load generator posts the
+/// refresh (it polls git once an hour).
+struct Setup {
+    remote: GitRemote,
+    dir: tempfile::TempDir,
+    server: Served,
+    first: String,
+    second: String,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let remote = GitRemote::new();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("admin.tokens"), "smoke:smoke-token\n").unwrap();
+        let server = Served::start(&remote.file_url(), dir.path(), "127.0.0.1:0", "127.0.0.1:0");
+        let first = remote.head();
+        remote.work.edit("fleet.yaml", "timeout: 5s", "timeout: 7s");
+        let second = remote.commit("every agent's batch timeout");
+        remote.push();
+        Setup {
+            remote,
+            dir,
+            server,
+            first,
+            second,
+        }
+    }
+
+    fn refresh_args(&self) -> [String; 4] {
+        [
+            "--refresh".into(),
+            format!("http://{}/api/refresh", self.server.admin),
+            "--admin-token-file".into(),
+            self.dir.path().join("admin.tokens").display().to_string(),
+        ]
+    }
+}
+
 #[test]
 fn a_fleet_converges_after_a_refresh_and_a_restart_pushes_nothing() {
-    let remote = GitRemote::new();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("admin.tokens"), "smoke:smoke-token\n").unwrap();
-    let mut server = Served::start(&remote.file_url(), dir.path(), "127.0.0.1:0", "127.0.0.1:0");
-    let first = remote.head();
-
-    // The next revision changes every agent's config; the server learns of it only when the
-    // load generator posts the refresh (it polls git once an hour).
-    remote.work.edit("fleet.yaml", "timeout: 5s", "timeout: 7s");
-    let second = remote.commit("every agent's batch timeout");
-    remote.push();
+    let setup = Setup::new();
+    let Setup {
+        remote,
+        dir,
+        mut server,
+        first,
+        second,
+    } = setup;
 
     let opamp = server.opamp.clone();
     let admin = server.admin.clone();
@@ -217,7 +255,7 @@ fn a_fleet_converges_after_a_refresh_and_a_restart_pushes_nothing() {
     assert_eq!(converged["agents"], WS_AGENTS, "{converged}");
     assert!(converged["p100_ms"].is_u64(), "{converged}");
     assert_ne!(first, second);
-    let before = all_applied(&admin, &second);
+    let before = all_applied(&admin, &second, (WS_AGENTS + HTTP_AGENTS) as usize);
     assert_eq!(
         before.iter().filter(|a| a["transport"] == "http").count() as u64,
         HTTP_AGENTS
@@ -237,7 +275,7 @@ fn a_fleet_converges_after_a_refresh_and_a_restart_pushes_nothing() {
         back["configs_received"], 0,
         "no config pushed on reconnect: {back}"
     );
-    let after = all_applied(&admin, &second);
+    let after = all_applied(&admin, &second, (WS_AGENTS + HTTP_AGENTS) as usize);
     let hashes = |agents: &[Value]| {
         let mut h: Vec<(String, String)> = agents
             .iter()
@@ -281,4 +319,36 @@ fn a_fleet_converges_after_a_refresh_and_a_restart_pushes_nothing() {
         "{report}"
     );
     assert_eq!(report["server_errors"], 0, "{report}");
+}
+
+#[test]
+fn a_run_over_several_processes_reports_as_one() {
+    let setup = Setup::new();
+    let refresh = setup.refresh_args();
+    let mut args = vec![
+        "--endpoint".to_owned(),
+        format!("ws://{}", setup.server.opamp),
+        "--agents".into(),
+        "60".into(),
+        "--agents-per-process".into(),
+        "25".into(),
+        "--heartbeat".into(),
+        "5s".into(),
+        "--source-subnet".into(),
+        "127.4.0.0/16".into(),
+    ];
+    args.extend(refresh);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut fleet = Peer::spawn("loadgen-processes", loadgen(&args));
+    let start = fleet.wait_event(WAIT, "start");
+    assert_eq!(start["processes"], 3, "{start}");
+    let converged = fleet.wait_event(WAIT, "converged");
+    assert_eq!(converged["agents"], 60, "{converged}");
+    all_applied(&setup.server.admin, &setup.second, 60);
+    fleet.stop();
+    let report = fleet.wait_event(WAIT, "report");
+    assert_eq!(report["processes"], 3, "{report}");
+    assert_eq!(report["connected"], 60, "{report}");
+    assert_eq!(report["convergence"]["converged"], 60, "{report}");
+    assert_eq!(report["refresh"]["status"], 202, "{report}");
 }

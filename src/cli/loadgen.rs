@@ -58,6 +58,10 @@ pub struct LoadgenArgs {
     /// Admin token for --refresh, sent as `Authorization: Bearer`.
     #[arg(long, requires = "refresh")]
     pub admin_token_file: Option<PathBuf>,
+    /// At most this many WebSocket agents in one process (default: its open-files limit less
+    /// a margin); more run as child processes, each from its own block of --source-subnet.
+    #[arg(long, value_name = "N")]
+    pub agents_per_process: Option<u64>,
     /// JSON lines on stdout (events, then the report) instead of human text.
     #[arg(long)]
     pub json: bool,
@@ -136,7 +140,8 @@ pub fn run(args: &LoadgenArgs) -> i32 {
         }
     };
     // WebSocket agents hold a socket each; HTTP pollers only while a request is in flight.
-    let per_process = open_files.saturating_sub(OPEN_FILES_MARGIN).max(1);
+    let most = open_files.saturating_sub(OPEN_FILES_MARGIN).max(1);
+    let per_process = args.agents_per_process.unwrap_or(most).clamp(1, most);
     let processes = match options.transport {
         Transport::Ws => options.agents.div_ceil(per_process),
         Transport::Http => 1,

@@ -256,11 +256,7 @@ pub async fn run(options: Options, processes: u64, out: Output) -> Result<Report
                         Ok(Err(e)) => outcome.error = Some(e),
                         Err(e) => outcome.error = Some(e.to_string()),
                     }
-                    let o = outcome.clone();
-                    out.event(
-                        json!({"event": "refresh", "url": o.url, "at_ms": o.at_ms, "status": o.status, "error": o.error}),
-                        || format!("refresh POST {} -> {:?} {}", o.url, o.status, o.error.clone().unwrap_or_default()),
-                    );
+                    out.refreshed(outcome);
                 }
             }
             _ = &mut stop, if !signalled => {

@@ -272,6 +272,19 @@ impl Output {
         });
     }
 
+    pub fn refreshed(&self, o: &RefreshOutcome) {
+        self.event(
+            json!({"event": "refresh", "url": o.url, "at_ms": o.at_ms, "status": o.status, "error": o.error}),
+            || {
+                let answer = match (o.status, &o.error) {
+                    (Some(status), _) => status.to_string(),
+                    (None, error) => format!("failed: {}", error.as_deref().unwrap_or("no answer")),
+                };
+                format!("refresh POST {} -> {answer}", o.url)
+            },
+        );
+    }
+
     pub fn reconnected(&self, o: &Outage) {
         let mut value = serde_json::to_value(o).unwrap_or_default();
         value["event"] = json!("reconnected");

@@ -200,11 +200,7 @@ pub async fn run(options: Options, out: Output) -> Report {
                         Ok(Err(e)) => outcome.error = Some(e),
                         Err(e) => outcome.error = Some(e.to_string()),
                     }
-                    let o = outcome.clone();
-                    out.event(
-                        json!({"event": "refresh", "url": o.url, "at_ms": o.at_ms, "status": o.status, "error": o.error}),
-                        || format!("refresh POST {} -> {}", o.url, o.status.map_or_else(|| o.error.clone().unwrap_or_default(), |s| s.to_string())),
-                    );
+                    out.refreshed(outcome);
                 }
             }
             line = next_line(&mut stdin), if stdin.is_some() => match line {
