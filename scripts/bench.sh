@@ -174,8 +174,9 @@ git_ commit -qm "bench: initial"
 git clone -q --bare "$REPO/work" "$REPO/remote.git"
 echo "bench:bench-admin-token" > "$REPO/admin.tokens"
 sed -i 's/queue_size: 5000/queue_size: 5001/' "$REPO/work/fleet.yaml"
-(cd "$REPO/work" && "$BIN" check --update . >/dev/null)
+(cd "$REPO/work" && "$BIN" check --update . >/dev/null 2>&1)
 git_ commit -qam "bench: every agent's queue size"
+git_ push -q "$REPO/remote.git" HEAD:main
 ATTRS=(--attr environment=production,staging --attr region=us-east-1,eu-west-1)
 # The floor and the peer push a config of the size ours renders for these agents.
 CONFIG_BYTES="$("$BIN" render "$REPO/work" --attr environment=production --attr region=us-east-1 | sed '1,/^--- /d' | wc -c)"
@@ -348,6 +349,7 @@ rows = [
     ("reconnect_configs_received", "configs pushed after the restart (loadgen count)"),
     ("reconnect_server_pushes", "configs pushed after the restart (server count)"),
     ("reconnect_full_state_requests", "ReportFullState requests after the restart (loadgen count)"),
+    ("reconnect_server_full_states", "ReportFullState requests after the restart (server count)"),
     ("http_p50_ms", f"HTTP poll p50, {http_agents} pollers every {poll} (ms)"),
     ("http_p99_ms", f"HTTP poll p99, {http_agents} pollers every {poll} (ms)"),
     ("http_cpu_pct", f"server CPU, {http_agents} HTTP pollers (% of a core)"),

@@ -140,6 +140,7 @@ pub async fn run(options: Options, processes: u64, out: Output) -> Result<Report
     let mut all_connected_ms: Option<u64> = None;
     let mut refresh: Option<RefreshOutcome> = None;
     let mut t0_unix_ms: Option<u64> = None;
+    let mut settled = false;
     let mut asked_baseline: Option<Instant> = None;
     let mut posting: Option<tokio::task::JoinHandle<Result<u16, String>>> = None;
     let mut converged: Option<Convergence> = None;
@@ -237,9 +238,12 @@ pub async fn run(options: Options, processes: u64, out: Output) -> Result<Report
                     applied: sum("applied"),
                     converged: sum("converged"),
                 });
-                if asked_baseline.is_none() && options.refresh.is_some() && workers.iter().all(|w| w.settled) {
-                    asked_baseline = Some(Instant::now());
+                if !settled && workers.iter().all(|w| w.settled) {
+                    settled = true;
                     out.event(json!({"event": "settled", "t_ms": t.as_millis() as u64}), || "settled: every child's agents connected and quiet".into());
+                }
+                if settled && asked_baseline.is_none() && options.refresh.is_some() {
+                    asked_baseline = Some(Instant::now());
                     for w in &mut workers {
                         if let Some(stdin) = w.stdin.as_mut() {
                             // One short line into an empty pipe: it does not block.
