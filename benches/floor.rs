@@ -201,6 +201,31 @@ async fn handle(floor: Arc<Floor>, mut request: Request<Incoming>) -> Response<B
     }
 }
 
+async fn accept(listener: tokio::net::TcpListener, floor: Arc<Floor>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            // Out of file descriptors, most likely: let some close.
+            Err(_) => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let floor = floor.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let floor = floor.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(floor, request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades()
+                .await;
+        });
+    }
+}
+
 fn usage(problem: &str) -> ! {
     eprintln!("floor: {problem}\nusage: floor --listen 127.0.0.1:PORT [--config-bytes N]");
     std::process::exit(2)
@@ -257,33 +282,14 @@ fn main() {
             connections: AtomicU64::new(0),
             pushed: AtomicU64::new(0),
         });
+        // The accept loop runs on the worker threads, as the server's does, not on the thread
+        // that waits for the signal.
+        tokio::spawn(accept(listener, floor));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("a SIGTERM handler");
-        loop {
-            let (stream, _) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    // Out of file descriptors, most likely: let some close.
-                    Err(_) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                        continue;
-                    }
-                },
-                _ = term.recv() => break,
-                _ = tokio::signal::ctrl_c() => break,
-            };
-            let _ = stream.set_nodelay(true);
-            let floor = floor.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let floor = floor.clone();
-                    async move { Ok::<_, std::convert::Infallible>(handle(floor, request).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .with_upgrades()
-                    .await;
-            });
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
     });
     // Exiting drops every connection at once, as a crash or a restart would.
