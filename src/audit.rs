@@ -11,6 +11,9 @@ use std::time::SystemTime;
 /// Events kept in memory; older ones are dropped (they stay in the logs).
 pub const DEFAULT_CAPACITY: usize = 10_000;
 
+/// Bytes (of their JSON form) the events kept in memory may take together.
+pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
+
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuditKind {
@@ -36,10 +39,19 @@ pub enum AuditKind {
         error: Option<String>,
     },
     AdminAction {
-        action: String,
+        action: AdminAction,
         agent: Option<String>,
         token: String,
     },
+}
+
+/// What an operator did through the admin API.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminAction {
+    Refresh,
+    Push,
+    Restart,
 }
 
 impl AuditKind {
@@ -64,8 +76,10 @@ pub struct AuditEvent {
 }
 
 pub struct AuditLog {
-    events: Mutex<VecDeque<AuditEvent>>,
+    /// Events with the size of their JSON form, oldest first, and the sizes' sum.
+    events: Mutex<(VecDeque<(AuditEvent, usize)>, usize)>,
     capacity: usize,
+    max_bytes: usize,
     next_id: AtomicU64,
 }
 
@@ -77,9 +91,15 @@ impl Default for AuditLog {
 
 impl AuditLog {
     pub fn with_capacity(capacity: usize) -> AuditLog {
+        AuditLog::bounded(capacity, DEFAULT_MAX_BYTES)
+    }
+
+    /// At most `capacity` events taking at most `max_bytes` together.
+    pub fn bounded(capacity: usize, max_bytes: usize) -> AuditLog {
         AuditLog {
             events: Mutex::default(),
             capacity,
+            max_bytes,
             next_id: AtomicU64::new(1),
         }
     }
@@ -90,22 +110,28 @@ impl AuditLog {
             at: SystemTime::now(),
             kind,
         };
-        if let Ok(json) = serde_json::to_string(&event.kind) {
-            tracing::info!(target: "audit", event = %json, "audit");
+        let json = serde_json::to_string(&event.kind).unwrap_or_default();
+        tracing::info!(target: "audit", event = %json, "audit");
+        let size = json.len();
+        let mut guard = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let (events, bytes) = &mut *guard;
+        events.push_back((event, size));
+        *bytes += size;
+        while events.len() > self.capacity || (*bytes > self.max_bytes && events.len() > 1) {
+            if let Some((_, dropped)) = events.pop_front() {
+                *bytes -= dropped;
+            }
         }
-        let mut events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        if events.len() == self.capacity {
-            events.pop_front();
-        }
-        events.push_back(event);
     }
 
     /// The most recent events, newest first, optionally only those about one agent.
     pub fn recent(&self, agent: Option<&str>, limit: usize) -> Vec<AuditEvent> {
-        let events = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        events
+        let guard = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        guard
+            .0
             .iter()
             .rev()
+            .map(|(event, _)| event)
             .filter(|e| agent.is_none_or(|a| e.kind.agent() == Some(a)))
             .take(limit)
             .cloned()
@@ -136,5 +162,15 @@ mod tests {
         assert_eq!(all[0].kind, sent("c"));
         assert_eq!(log.recent(Some("a"), 10).len(), 1);
         assert_eq!(log.recent(None, 1).len(), 1);
+    }
+
+    #[test]
+    fn bounded_in_bytes_too() {
+        let one = serde_json::to_string(&sent("a")).unwrap().len();
+        let log = AuditLog::bounded(100, one * 3);
+        for _ in 0..10 {
+            log.record(sent("a"));
+        }
+        assert_eq!(log.recent(None, 100).len(), 3);
     }
 }

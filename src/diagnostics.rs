@@ -2,11 +2,11 @@
 //! where (file, line, column, rule, agent), how bad (error or warning) and what. Renderings for
 //! humans, for machines (JSON) and for GitHub Actions annotations live here too.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -23,7 +23,7 @@ impl fmt::Display for Severity {
 }
 
 /// A finding about a config repository. `file` is relative to the repository root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
     pub severity: Severity,
     pub file: Option<String>,

@@ -68,3 +68,18 @@ pub fn repo_compile(data: &[u8]) -> Option<Arc<Revision>> {
     let _ = revision.desired(&Arc::new(AgentInfo::new("0", attributes, BTreeMap::new())));
     Some(revision)
 }
+
+/// A template from one input, named by a fixed rule and rendered for a sample agent: the render
+/// path with attacker-chosen templates. Whatever the template does, the render stays within the
+/// memory bound and ends with a config or a diagnostic.
+pub fn template_render(data: &[u8]) -> crate::repo::Desired {
+    let mut snapshot = Snapshot::new();
+    snapshot.insert("fleet.yaml", SAMPLE_FLEET);
+    snapshot.insert("templates/t.yaml.j2", data);
+    let output = compile(&snapshot, "fuzz", &CompileOptions::default());
+    let Some(revision) = output.renderable else {
+        return crate::repo::Desired::Unmanaged;
+    };
+    let attributes = BTreeMap::from([("environment".to_string(), "production".to_string())]);
+    revision.desired_uncached(&Arc::new(AgentInfo::new("0", attributes, BTreeMap::new())))
+}

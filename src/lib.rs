@@ -3,13 +3,17 @@
 
 pub mod admin;
 pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod diagnostics;
 pub mod fleet;
 pub mod fuzzing;
 pub mod loadgen;
 pub mod metrics;
+pub mod net;
 pub mod opamp;
+pub mod options;
 pub mod repo;
 pub mod server;
 pub mod source;
+pub mod transport;

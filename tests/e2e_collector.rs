@@ -360,7 +360,7 @@ fn setup(url: &str) -> Setup {
 }
 
 fn pushes(server: &Server) -> u64 {
-    server.fleet.metrics.config_pushes.get()
+    server.metrics.config_pushes.get()
 }
 
 /// GET a JSON admin endpoint (off the async worker: the server runs on this runtime too).

@@ -48,3 +48,26 @@ fn repo_compile_inputs_fail_cleanly() {
         );
     }
 }
+
+#[test]
+fn template_render_inputs_end_with_a_config_or_a_diagnostic() {
+    use opamp_gitops::repo::Desired;
+    for (name, data) in inputs("template_render") {
+        let desired = opamp_gitops::fuzzing::template_render(&data);
+        match (name.as_str(), &desired) {
+            ("valid", Desired::Config(_)) => {}
+            ("valid", other) => panic!("the valid template renders: {other:?}"),
+            (bomb, Desired::Invalid { diagnostics, .. }) if bomb.ends_with("-bomb") => {
+                assert!(
+                    diagnostics
+                        .iter()
+                        .any(|d| d.message.contains("MiB of memory")
+                            || d.message.contains("did not finish")),
+                    "{bomb}: {diagnostics:?}"
+                );
+            }
+            (bomb, other) if bomb.ends_with("-bomb") => panic!("{bomb} was not stopped: {other:?}"),
+            _ => {}
+        }
+    }
+}

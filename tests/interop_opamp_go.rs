@@ -55,7 +55,7 @@ async fn opamp_go_over_websocket_applies_reconnects_without_a_push_and_receives_
 
     // The agent restarts and reconnects reporting the hash it runs: nothing is sent.
     go.stop();
-    let pushes = server.fleet.metrics.config_pushes.get();
+    let pushes = server.metrics.config_pushes.get();
     eventually(WAIT, "disconnected", || {
         agent(&server, &uid).filter(|a| !a.connected)
     })
@@ -67,7 +67,7 @@ async fn opamp_go_over_websocket_applies_reconnects_without_a_push_and_receives_
     })
     .await;
     assert_eq!(
-        server.fleet.metrics.config_pushes.get(),
+        server.metrics.config_pushes.get(),
         pushes,
         "no config re-sent to an agent whose hash matches"
     );
@@ -148,7 +148,7 @@ async fn opamp_go_reporting_failed_is_not_sent_the_same_config_again() {
         summary.last_error.as_deref(),
         Some("rejected by test agent")
     );
-    let pushes = server.fleet.metrics.config_pushes.get();
+    let pushes = server.metrics.config_pushes.get();
     // A new connection of the same agent: the FAILED hash is remembered.
     go.stop();
     let mut go = opampgo(
@@ -161,6 +161,6 @@ async fn opamp_go_reporting_failed_is_not_sent_the_same_config_again() {
         agent(&server, &uid).filter(|a| a.connected)
     })
     .await;
-    assert_eq!(server.fleet.metrics.config_pushes.get(), pushes);
+    assert_eq!(server.metrics.config_pushes.get(), pushes);
     server.shutdown(Duration::from_secs(5)).await;
 }

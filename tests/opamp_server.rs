@@ -7,6 +7,7 @@ use common::agent::*;
 use common::repo::{expected_hash, TestRepo};
 use common::server::{agent, eventually, start, start_with};
 use opamp_gitops::fleet::status::Status;
+use opamp_gitops::fleet::AgentAction;
 use opamp_gitops::opamp::proto::{
     AgentDisconnect,
     RemoteConfigStatuses::{Applied, Failed, Unset},
@@ -150,7 +151,7 @@ async fn a_failed_hash_is_not_sent_again_even_after_a_reconnect() {
 
     // An operator's push sends it again.
     let uid = again.id.uid_string().parse().unwrap();
-    server.fleet.force_push(&uid).unwrap();
+    server.fleet.act(&uid, AgentAction::Push).unwrap();
     assert_eq!(config_hash(&again.recv().await).unwrap(), hash);
     server.shutdown(Duration::from_secs(5)).await;
 }
@@ -626,7 +627,7 @@ async fn an_operators_push_reaches_an_http_agent_on_its_next_poll_even_for_a_fai
         .is_none());
 
     let uid = http.id.uid_string().parse().unwrap();
-    server.fleet.force_push(&uid).unwrap();
+    server.fleet.act(&uid, AgentAction::Push).unwrap();
     let msg = http.id.heartbeat();
     let reply = tokio::task::block_in_place(|| http.exchange(msg));
     assert_eq!(

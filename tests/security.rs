@@ -13,7 +13,6 @@ use opamp_gitops::opamp::proto::RemoteConfigStatuses::Unset;
 use opamp_gitops::opamp::proto::{
     any_value, AgentDescription, AnyValue, KeyValue, ServerErrorResponseType,
 };
-use opamp_gitops::server::tls::TlsFiles;
 use opamp_gitops::server::ServeOptions;
 use prost::Message as _;
 use std::time::{Duration, Instant};
@@ -216,11 +215,9 @@ async fn tls_server(client_ca: bool) -> TlsServer {
     let ca_file = dir.path().join("clients-ca.pem");
     std::fs::write(&ca_file, ca.pem()).unwrap();
     let mut options = ServeOptions::local(repo.path());
-    options.tls = Some(TlsFiles {
-        cert,
-        key,
-        client_ca: client_ca.then_some(ca_file),
-    });
+    options.tls_cert = Some(cert);
+    options.tls_key = Some(key);
+    options.client_ca = client_ca.then_some(ca_file);
     let server = start_with(options).await;
     TlsServer {
         dir,

@@ -3,10 +3,10 @@
 
 use super::redact::redact_yaml;
 use super::{json_error, require_admin, AdminState};
-use crate::audit::AuditKind;
+use crate::audit::{AdminAction, AuditKind};
 use crate::fleet::status::Status;
 use crate::fleet::view::AgentSummary;
-use crate::fleet::ActionError;
+use crate::fleet::{ActionError, AgentAction};
 use crate::opamp::agent_caps;
 use crate::opamp::uid::InstanceUid;
 use crate::repo::fleet::RuleOutput;
@@ -178,7 +178,7 @@ pub fn agent_detail(state: &AdminState, uid: &str) -> Result<Value, Refused> {
             redact_yaml(text)
         }
     };
-    let desired_config: BTreeMap<String, String> = match state.fleet.desired(&rec).0 {
+    let desired_config: BTreeMap<String, String> = match state.fleet.desired(&rec) {
         Desired::Config(c) => c
             .files
             .iter()
@@ -296,7 +296,7 @@ pub async fn events(State(state): State<AdminState>, RawQuery(raw): RawQuery) ->
             _ => {}
         }
     }
-    Json(state.fleet.audit.recent(agent.as_deref(), limit)).into_response()
+    Json(state.audit.recent(agent.as_deref(), limit)).into_response()
 }
 
 fn action_error(e: ActionError) -> Response {
@@ -307,7 +307,7 @@ fn action_error(e: ActionError) -> Response {
     }
 }
 
-async fn act(state: AdminState, headers: HeaderMap, uid: String, action: &str) -> Response {
+async fn act(state: AdminState, headers: HeaderMap, uid: String, action: AgentAction) -> Response {
     let token = match require_admin(&state, &headers) {
         Ok(name) => name,
         Err(refusal) => return refusal.into_response(),
@@ -316,14 +316,13 @@ async fn act(state: AdminState, headers: HeaderMap, uid: String, action: &str) -
         Ok(u) => u,
         Err(refusal) => return refused(refusal),
     };
-    let result = match action {
-        "push" => state.fleet.force_push(&uid),
-        _ => state.fleet.restart(&uid),
-    };
-    match result {
+    match state.fleet.act(&uid, action) {
         Ok(()) => {
-            state.fleet.audit.record(AuditKind::AdminAction {
-                action: action.into(),
+            state.audit.record(AuditKind::AdminAction {
+                action: match action {
+                    AgentAction::Push => AdminAction::Push,
+                    AgentAction::Restart => AdminAction::Restart,
+                },
                 agent: Some(uid.to_string()),
                 token,
             });
@@ -338,7 +337,7 @@ pub async fn push(
     headers: HeaderMap,
     Path(uid): Path<String>,
 ) -> Response {
-    act(state, headers, uid, "push").await
+    act(state, headers, uid, AgentAction::Push).await
 }
 
 pub async fn restart(
@@ -346,5 +345,5 @@ pub async fn restart(
     headers: HeaderMap,
     Path(uid): Path<String>,
 ) -> Response {
-    act(state, headers, uid, "restart").await
+    act(state, headers, uid, AgentAction::Restart).await
 }

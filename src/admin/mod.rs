@@ -2,15 +2,16 @@
 //! endpoints need an admin token; without a token file they are disabled.
 
 pub mod api;
-pub mod auth;
 pub mod dashboard;
+pub mod read_auth;
 pub mod redact;
 pub mod webhook;
 
+use crate::auth::{self, TokenFile};
 use crate::fleet::Fleet;
-use crate::metrics::{AgentLabels, Metrics, RequestLabels};
+use crate::metrics::AgentLabels;
+use crate::net::listener::{ReserveSlot, PROBE_PATHS};
 use crate::source::RevisionStore;
-use auth::TokenFile;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +26,8 @@ use tokio::sync::Notify;
 #[derive(Clone)]
 pub struct AdminState {
     pub fleet: Arc<Fleet>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub audit: Arc<crate::audit::AuditLog>,
     pub store: Arc<RevisionStore>,
     /// Wakes the source for an immediate sync.
     pub refresh: Arc<Notify>,
@@ -34,7 +37,12 @@ pub struct AdminState {
     pub tracked_branch: Option<String>,
     /// Show secret-looking config values instead of `<redacted>`.
     pub show_secrets: bool,
+    /// Deadline for reading a request body (a webhook's, say).
+    pub body_timeout: std::time::Duration,
 }
+
+/// The largest admin request body: GitHub's largest webhook payload is 25 MB.
+pub const MAX_BODY_BYTES: usize = 25 << 20;
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
@@ -53,36 +61,74 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics))
         .merge(dashboard::routes())
         .route_layer(axum::middleware::from_fn_with_state(
-            state.fleet.metrics.clone(),
-            count_requests,
+            state.metrics.clone(),
+            crate::metrics::count_requests,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.body_timeout,
+            bounded_request,
         ))
         .with_state(state)
 }
 
-/// Counts every request by its route pattern and status code.
-pub async fn count_requests(
-    State(metrics): State<Arc<Metrics>>,
+/// Every admin request is read whole before its handler runs: within the body deadline and the
+/// size limit. A connection of the probe reserve is answered only for probes.
+async fn bounded_request(
+    State(body_timeout): State<std::time::Duration>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<axum::extract::MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let response = next.run(request).await;
-    metrics
-        .http_requests
-        .get_or_create(&RequestLabels {
-            route,
-            code: response.status().as_u16(),
-        })
-        .inc();
-    response
+    if request.extensions().get::<ReserveSlot>().is_some()
+        && !PROBE_PATHS.contains(&request.uri().path())
+    {
+        let mut response = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the admin listener is at its connection limit: only probes are answered",
+        );
+        response
+            .headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, 5.into());
+        return response;
+    }
+    let (parts, body) = request.into_parts();
+    let too_large = || {
+        json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the request body is larger than {} MiB",
+                MAX_BODY_BYTES >> 20
+            ),
+        )
+    };
+    if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
+        return too_large();
+    }
+    let bytes = match tokio::time::timeout(body_timeout, axum::body::to_bytes(body, MAX_BODY_BYTES))
+        .await
+    {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(e)) => {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                format!("the request body could not be read: {e}"),
+            )
+        }
+        Err(_) => {
+            return json_error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {body_timeout:?}"),
+            )
+        }
+    };
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 async fn metrics(State(state): State<AdminState>) -> Response {
-    let metrics = &state.fleet.metrics;
+    let metrics = &state.metrics;
     let mut counts: HashMap<AgentLabels, i64> = HashMap::new();
     for agent in state.fleet.summaries() {
         let labels = AgentLabels {
@@ -157,14 +203,11 @@ async fn refresh(State(state): State<AdminState>, headers: HeaderMap) -> Respons
         Ok(name) => name,
         Err(refusal) => return refusal.into_response(),
     };
-    state
-        .fleet
-        .audit
-        .record(crate::audit::AuditKind::AdminAction {
-            action: "refresh".into(),
-            agent: None,
-            token: who,
-        });
+    state.audit.record(crate::audit::AuditKind::AdminAction {
+        action: crate::audit::AdminAction::Refresh,
+        agent: None,
+        token: who,
+    });
     state.refresh.notify_one();
     (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
 }

@@ -3,13 +3,13 @@
 //! 2 on usage errors.
 
 use super::exit;
-use super::serve::parse_duration;
 use crate::loadgen::options::{
     first_token, AttributeSpread, Endpoint, Options, Refresh, Subnet, Transport,
 };
 use crate::loadgen::report::Output;
 use crate::loadgen::{children, net, run};
 use crate::opamp::OPAMP_PATH;
+use crate::options::parse_duration;
 use serde_json::json;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -9,7 +9,7 @@ pub mod serve;
 use crate::repo::Snapshot;
 use std::path::Path;
 
-pub const DEFAULT_REPO_DIR: &str = "./example-config-repo";
+pub use crate::options::DEFAULT_REPO_DIR;
 
 /// Exit codes shared by `check`, `render` and `loadgen`.
 pub mod exit {

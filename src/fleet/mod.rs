@@ -2,62 +2,64 @@
 //! decides what each agent is sent. Level-triggered: at every message and every new revision,
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
+pub mod limits;
 pub mod record;
+pub mod served;
 pub mod status;
 pub mod view;
 
 use crate::audit::{AuditKind, AuditLog};
 use crate::metrics::Metrics;
-use crate::opamp::codec::{EncodedRemoteConfig, Reply};
+use crate::opamp::builders;
+use crate::opamp::codec::Reply;
 use crate::opamp::proto::{
-    AgentConfigFile, AgentConfigMap, AgentRemoteConfig, AgentToServer, ConnectionSettingsOffers,
-    OpAmpConnectionSettings, RemoteConfigStatuses, ServerErrorResponseType,
+    AgentToServer, ConnectionSettingsOffers, RemoteConfigStatuses, ServerErrorResponseType,
 };
 use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
 use crate::opamp::uid::InstanceUid;
 use crate::opamp::{agent_caps, server_caps};
-use crate::repo::hash::{ConfigHash, CONTENT_TYPE};
-use crate::repo::{Desired, DesiredConfig, Revision};
+use crate::options::parse_duration;
+use crate::repo::Desired;
+use crate::source::RevisionWatch;
 use bytes::Bytes;
+use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
+use served::{desired_in, Served};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::watch;
-
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct FleetConfig {
-    /// Offered to agents that report heartbeats; three silent intervals make an agent stale.
+    /// Heartbeat interval offered to agents that report heartbeats; three silent intervals
+    /// make an agent stale.
+    #[arg(long, env = "OPAMP_GITOPS_HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_duration, help_heading = "Listeners")]
     pub heartbeat_interval: Duration,
-    /// The URL agents reach this server at; without it no connection settings are offered.
+    /// The URL agents reach this server at; enables heartbeat-interval offers (without it no
+    /// connection settings are offered).
+    #[arg(long, env = "OPAMP_GITOPS_ADVERTISE_URL", help_heading = "Listeners")]
     pub advertise_url: Option<String>,
     /// Disconnected agents are forgotten after this long.
+    #[arg(long, env = "OPAMP_GITOPS_AGENT_TTL", default_value = "24h", value_parser = parse_duration, help_heading = "Limits")]
     pub agent_ttl: Duration,
+    /// The most agents the registry holds; new ones beyond it are asked to retry later.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_MAX_AGENTS",
+        default_value_t = 100_000,
+        help_heading = "Limits"
+    )]
     pub max_agents: usize,
-    /// Attributes an agent may report, and the longest key or value.
-    pub max_attributes: usize,
-    pub max_attribute_bytes: usize,
-    /// Effective configs larger than this are not stored.
-    pub max_effective_config_bytes: usize,
+    /// What an agent may make the server keep.
+    #[command(flatten)]
+    pub limits: InputLimits,
 }
 
 impl Default for FleetConfig {
     fn default() -> Self {
-        FleetConfig {
-            heartbeat_interval: Duration::from_secs(30),
-            advertise_url: None,
-            agent_ttl: Duration::from_secs(24 * 3600),
-            max_agents: 100_000,
-            max_attributes: 128,
-            max_attribute_bytes: 1024,
-            max_effective_config_bytes: 1 << 20,
-        }
+        crate::options::defaults()
     }
 }
-
-/// The current revision, as published by the config source.
-pub type RevisionWatch = watch::Receiver<Option<Arc<Revision>>>;
 
 /// Who is talking: one WebSocket (for its whole life) or one HTTP request.
 #[derive(Debug, Clone)]
@@ -84,13 +86,15 @@ pub struct Fleet {
     config: FleetConfig,
     revisions: RevisionWatch,
     agents: RwLock<HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>>,
-    /// Remote configs encoded once per hash, for the current revision.
-    encoded: Mutex<(String, HashMap<ConfigHash, Arc<EncodedRemoteConfig>>)>,
+    /// The uids each live WebSocket connection speaks for: its close releases every one.
+    connections: Mutex<HashMap<ConnectionId, Vec<InstanceUid>>>,
+    /// The revision served and its encoded configs, swapped when the watch changes.
+    served: RwLock<Option<Arc<Served>>>,
     settings: Option<ConnectionSettingsOffers>,
     capabilities: u64,
     next_connection: AtomicU64,
-    pub metrics: Arc<Metrics>,
-    pub audit: Arc<AuditLog>,
+    metrics: Arc<Metrics>,
+    audit: Arc<AuditLog>,
 }
 
 fn lock(record: &Mutex<AgentRecord>) -> MutexGuard<'_, AgentRecord> {
@@ -107,7 +111,7 @@ impl Fleet {
         let settings = config
             .advertise_url
             .as_ref()
-            .map(|url| settings_offer(url, config.heartbeat_interval));
+            .map(|url| builders::settings_offer(url, config.heartbeat_interval));
         let mut capabilities = server_caps::ACCEPTS_STATUS
             | server_caps::OFFERS_REMOTE_CONFIG
             | server_caps::ACCEPTS_EFFECTIVE_CONFIG;
@@ -118,7 +122,8 @@ impl Fleet {
             config,
             revisions,
             agents: RwLock::default(),
-            encoded: Mutex::default(),
+            connections: Mutex::default(),
+            served: RwLock::default(),
             settings,
             capabilities,
             next_connection: AtomicU64::new(1),
@@ -139,8 +144,26 @@ impl Fleet {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn revision(&self) -> Option<Arc<Revision>> {
-        self.revisions.borrow().clone()
+    /// The revision being served, with its encodings: the watch's value, wrapped once.
+    pub fn served(&self) -> Option<Arc<Served>> {
+        let revision = self.revisions.borrow().clone()?;
+        let same = |s: &&Arc<Served>| Arc::ptr_eq(&s.revision, &revision);
+        if let Some(served) = self
+            .served
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .filter(same)
+        {
+            return Some(served.clone());
+        }
+        let mut slot = self.served.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(served) = slot.as_ref().filter(same) {
+            return Some(served.clone());
+        }
+        let served = Arc::new(Served::new(revision));
+        *slot = Some(served.clone());
+        Some(served)
     }
 
     pub fn subscribe(&self) -> RevisionWatch {
@@ -172,37 +195,21 @@ impl Fleet {
             .collect()
     }
 
-    /// The desired config of an agent under the current revision.
-    pub fn desired(&self, record: &AgentRecord) -> (Desired, Option<String>) {
-        match self.revision() {
-            Some(revision) => (revision.desired(&record.info), Some(revision.id.clone())),
-            None => (Desired::Unmanaged, None),
-        }
-    }
-
-    fn encoded(&self, revision: Option<&str>, config: &DesiredConfig) -> Arc<EncodedRemoteConfig> {
-        let mut cache = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
-        let revision = revision.unwrap_or_default();
-        if cache.0 != revision {
-            *cache = (revision.to_owned(), HashMap::new());
-        }
-        cache
-            .1
-            .entry(config.hash)
-            .or_insert_with(|| Arc::new(EncodedRemoteConfig::new(&remote_config(config))))
-            .clone()
+    /// The desired config of an agent under the revision served.
+    pub fn desired(&self, record: &AgentRecord) -> Desired {
+        desired_in(self.served().as_deref(), &record.info)
     }
 
     fn intent(
         &self,
         desired: &Desired,
-        revision: Option<&str>,
+        served: Option<&Served>,
         connection: ConnectionId,
     ) -> Intent {
         Intent {
             capabilities: self.capabilities,
-            remote_config: match desired {
-                Desired::Config(config) => Some(self.encoded(revision, config)),
+            remote_config: match (desired, served) {
+                (Desired::Config(config), Some(served)) => Some(served.encoded(config)),
                 _ => None,
             },
             settings: self.settings.clone(),
@@ -239,7 +246,7 @@ impl Fleet {
     /// Takes in one message from an agent and returns the reply.
     pub fn handle(&self, mut msg: AgentToServer, connection: &Connection) -> Handled {
         let uid_bytes = msg.instance_uid.clone();
-        if let Err(why) = self.check_bounds(&mut msg) {
+        if let Err(why) = self.config.limits.apply(&mut msg) {
             return Handled::Rejected(session::error_reply(
                 uid_bytes,
                 ServerErrorResponseType::BadRequest,
@@ -258,6 +265,14 @@ impl Fleet {
                 ))
             }
         };
+        if connection.commands.is_some() && !self.admit_on_connection(connection.id, uid) {
+            return Handled::Rejected(session::error_reply(
+                uid_bytes,
+                ServerErrorResponseType::BadRequest,
+                format!("one connection may speak for at most {MAX_AGENTS_PER_CONNECTION} agents"),
+                None,
+            ));
+        }
         let Some(record) = self.record_for(uid, &uid_bytes, connection.transport) else {
             let retry_after = Duration::from_secs(30);
             let reply = session::error_reply(
@@ -294,14 +309,16 @@ impl Fleet {
             rec.session = None;
             tracing::info!(agent = %uid, "agent disconnected");
         }
-        let (desired, revision) = self.desired(&rec);
+        let served = self.served();
+        let desired = desired_in(served.as_deref(), &rec.info);
+        let revision = served.as_ref().map(|s| s.id());
         if let Desired::Invalid { .. } = &desired {
-            if rec.render_error_revision != revision {
-                rec.render_error_revision = revision.clone();
+            if rec.render_error_revision.as_deref() != revision {
+                rec.render_error_revision = revision.map(str::to_owned);
                 self.metrics.render_errors.inc();
             }
         }
-        let intent = self.intent(&desired, revision.as_deref(), connection.id);
+        let intent = self.intent(&desired, served.as_deref(), connection.id);
         let (reply, events) = session::reply(
             &mut rec.state,
             &uid_bytes,
@@ -309,72 +326,12 @@ impl Fleet {
             &intent,
             InstanceUid::new_v7,
         );
-        let new_uid = self.on_events(&mut rec, &events, revision.as_deref());
+        let new_uid = self.on_events(&mut rec, &events, revision);
         drop(rec);
         if let Some(new_uid) = new_uid {
             self.rekey(uid, new_uid, &record);
         }
         Handled::Reply { uid, reply }
-    }
-
-    /// Agent-reported data is untrusted: too many or too long attributes refuse the message, and
-    /// an effective config over the limit is replaced by a note saying so.
-    fn check_bounds(&self, msg: &mut AgentToServer) -> Result<(), String> {
-        if let Some(description) = &msg.agent_description {
-            let attributes = description
-                .identifying_attributes
-                .iter()
-                .chain(&description.non_identifying_attributes);
-            let count = description.identifying_attributes.len()
-                + description.non_identifying_attributes.len();
-            if count > self.config.max_attributes {
-                return Err(format!(
-                    "{count} attributes: the server accepts at most {}",
-                    self.config.max_attributes
-                ));
-            }
-            for kv in attributes {
-                let value_len = kv
-                    .value
-                    .as_ref()
-                    .map(|v| record::any_value_text(v).len())
-                    .unwrap_or(0);
-                if kv.key.len() > self.config.max_attribute_bytes
-                    || value_len > self.config.max_attribute_bytes
-                {
-                    return Err(format!(
-                        "attribute `{}` is longer than {} bytes",
-                        kv.key.chars().take(64).collect::<String>(),
-                        self.config.max_attribute_bytes
-                    ));
-                }
-            }
-        }
-        if let Some(map) = msg
-            .effective_config
-            .as_mut()
-            .and_then(|e| e.config_map.as_mut())
-        {
-            let size: usize = map
-                .config_map
-                .iter()
-                .map(|(k, f)| k.len() + f.body.len())
-                .sum();
-            if size > self.config.max_effective_config_bytes {
-                map.config_map = [(
-                    String::new(),
-                    AgentConfigFile {
-                        body: Bytes::from(format!(
-                            "# the effective config ({size} bytes) is over the server's {}-byte limit and was not stored\n",
-                            self.config.max_effective_config_bytes
-                        )),
-                        content_type: CONTENT_TYPE.into(),
-                    },
-                )]
-                .into();
-            }
-        }
-        Ok(())
     }
 
     /// A WebSocket session takes over the agent; an older live session is told to close.
@@ -466,7 +423,33 @@ impl Fleet {
         new_uid
     }
 
-    /// The agent asked for a new uid: its record moves there.
+    /// Whether a WebSocket connection may speak for `uid`: those it already does, and new ones
+    /// up to [`MAX_AGENTS_PER_CONNECTION`].
+    fn admit_on_connection(&self, connection: ConnectionId, uid: InstanceUid) -> bool {
+        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+        let uids = connections.entry(connection).or_default();
+        if uids.contains(&uid) {
+            return true;
+        }
+        if uids.len() >= MAX_AGENTS_PER_CONNECTION {
+            return false;
+        }
+        uids.push(uid);
+        true
+    }
+
+    /// The agents a live WebSocket connection speaks for.
+    pub fn connection_agents(&self, connection: ConnectionId) -> Vec<InstanceUid> {
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&connection)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The agent asked for a new uid: its record moves there, and so does the connection that
+    /// speaks for it.
     fn rekey(&self, old: InstanceUid, new: InstanceUid, record: &Arc<Mutex<AgentRecord>>) {
         let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
         agents.remove(&old);
@@ -474,8 +457,19 @@ impl Fleet {
         rec.uid = new;
         rec.uid_bytes = Bytes::copy_from_slice(new.as_bytes());
         rec.refresh_info();
+        let connection = rec.session.as_ref().map(|s| s.connection);
         drop(rec);
         agents.insert(new, record.clone());
+        drop(agents);
+        if let Some(connection) = connection {
+            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(uid) = connections
+                .get_mut(&connection)
+                .and_then(|uids| uids.iter_mut().find(|u| **u == old))
+            {
+                *uid = new;
+            }
+        }
         tracing::info!(old = %old, new = %new, "agent assigned a new instance uid");
     }
 
@@ -487,17 +481,26 @@ impl Fleet {
         if !rec.connected {
             return None;
         }
-        let (desired, revision) = self.desired(&rec);
-        let intent = self.intent(&desired, revision.as_deref(), connection);
+        let served = self.served();
+        let desired = desired_in(served.as_deref(), &rec.info);
+        let intent = self.intent(&desired, served.as_deref(), connection);
         let uid_bytes = rec.uid_bytes.clone();
         let (reply, events) = session::push(&mut rec.state, &uid_bytes, &intent)?;
-        self.on_events(&mut rec, &events, revision.as_deref());
+        self.on_events(&mut rec, &events, served.as_ref().map(|s| s.id()));
         Some(reply)
+    }
+
+    /// Carries out an operator's action on one agent.
+    pub fn act(&self, uid: &InstanceUid, action: AgentAction) -> Result<(), ActionError> {
+        match action {
+            AgentAction::Push => self.force_push(uid),
+            AgentAction::Restart => self.restart(uid),
+        }
     }
 
     /// An operator's push: forget a remembered failure and send the desired config again, at
     /// once over WebSocket, in the answer to the next poll over HTTP.
-    pub fn force_push(&self, uid: &InstanceUid) -> Result<(), ActionError> {
+    fn force_push(&self, uid: &InstanceUid) -> Result<(), ActionError> {
         let record = self.record(uid).ok_or(ActionError::NotFound)?;
         let session = {
             let mut rec = lock(&record);
@@ -516,7 +519,7 @@ impl Fleet {
     }
 
     /// Asks the agent to restart, when it accepts the command and is connected over WebSocket.
-    pub fn restart(&self, uid: &InstanceUid) -> Result<(), ActionError> {
+    fn restart(&self, uid: &InstanceUid) -> Result<(), ActionError> {
         let record = self.record(uid).ok_or(ActionError::NotFound)?;
         let rec = lock(&record);
         if !rec.state.has(agent_caps::ACCEPTS_RESTART_COMMAND) {
@@ -539,9 +542,18 @@ impl Fleet {
             .map_err(|_| ActionError::Busy)
     }
 
-    /// A WebSocket closed: its agents are no longer connected through it.
-    pub fn connection_closed(&self, uid: &InstanceUid, connection: ConnectionId) {
-        if let Some(record) = self.record(uid) {
+    /// A WebSocket closed: every agent it spoke for is no longer connected through it.
+    pub fn connection_closed(&self, connection: ConnectionId) {
+        let uids = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&connection)
+            .unwrap_or_default();
+        for uid in uids {
+            let Some(record) = self.record(&uid) else {
+                continue;
+            };
             let mut rec = lock(&record);
             if rec
                 .session
@@ -584,6 +596,15 @@ impl Fleet {
     }
 }
 
+/// What an operator can ask of one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentAction {
+    /// Send the desired config again, whatever the agent reported.
+    Push,
+    /// Restart the agent (`AcceptsRestartCommand`).
+    Restart,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ActionError {
     #[error("no agent with that instance uid")]
@@ -592,43 +613,4 @@ pub enum ActionError {
     Conflict(String),
     #[error("the agent's session is busy; try again")]
     Busy,
-}
-
-fn remote_config(config: &DesiredConfig) -> AgentRemoteConfig {
-    AgentRemoteConfig {
-        config: Some(AgentConfigMap {
-            config_map: config
-                .files
-                .iter()
-                .map(|(name, body)| {
-                    (
-                        name.clone(),
-                        AgentConfigFile {
-                            body: body.clone(),
-                            content_type: CONTENT_TYPE.into(),
-                        },
-                    )
-                })
-                .collect(),
-        }),
-        config_hash: Bytes::copy_from_slice(&config.hash),
-    }
-}
-
-/// The heartbeat offer, with a hash that stays the same as long as its contents do.
-fn settings_offer(url: &str, interval: Duration) -> ConnectionSettingsOffers {
-    use sha2::{Digest, Sha256};
-    let seconds = interval.as_secs().max(1);
-    let hash = Sha256::digest(format!(
-        "opamp destination_endpoint={url} heartbeat_interval_seconds={seconds}"
-    ));
-    ConnectionSettingsOffers {
-        hash: Bytes::copy_from_slice(&hash),
-        opamp: Some(OpAmpConnectionSettings {
-            destination_endpoint: url.to_owned(),
-            heartbeat_interval_seconds: seconds,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }

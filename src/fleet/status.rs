@@ -2,8 +2,7 @@
 //! the current revision wants for it. Nothing here is stored: it is computed when asked.
 
 use crate::opamp::agent_caps;
-use crate::opamp::proto::RemoteConfigStatuses;
-use crate::opamp::session::AgentState;
+use crate::opamp::session::{sync_state, AgentState, SyncState};
 use crate::repo::Desired;
 use serde::Serialize;
 use std::fmt;
@@ -64,6 +63,8 @@ impl fmt::Display for Status {
     }
 }
 
+/// The status shown for an agent: what the current revision wants for it, read against the
+/// session's sync verdict.
 pub fn status(state: &AgentState, desired: &Desired) -> Status {
     let config = match desired {
         Desired::Unmanaged => return Status::Unmanaged,
@@ -71,22 +72,114 @@ pub fn status(state: &AgentState, desired: &Desired) -> Status {
         Desired::Invalid { .. } => return Status::RenderError,
         Desired::Config(config) => config,
     };
-    if !state.has(agent_caps::REPORTS_REMOTE_CONFIG) {
-        return if state.delivered == Some(config.hash) {
-            Status::Sent
-        } else {
+    match sync_state(state, &config.hash, None) {
+        SyncState::Unsupported => Status::Unsupported,
+        SyncState::Applied => Status::Applied,
+        SyncState::Applying => Status::Applying,
+        SyncState::Failed => Status::Failed,
+        SyncState::Sent => Status::Sent,
+        SyncState::Offered | SyncState::Due => Status::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::opamp::proto::{RemoteConfigStatus, RemoteConfigStatuses};
+    use crate::repo::DesiredConfig;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    const SUPERVISED: u64 = agent_caps::ACCEPTS_REMOTE_CONFIG | agent_caps::REPORTS_REMOTE_CONFIG;
+
+    fn desired(hash: u8) -> Desired {
+        Desired::Config(Arc::new(DesiredConfig {
+            rule: "r".into(),
+            files: BTreeMap::new(),
+            hash: [hash; 32],
+        }))
+    }
+
+    fn reporting(capabilities: u64, hash: u8, status: RemoteConfigStatuses) -> AgentState {
+        AgentState {
+            capabilities,
+            remote_config_status: Some(RemoteConfigStatus {
+                last_remote_config_hash: vec![hash; 32].into(),
+                status: status as i32,
+                error_message: String::new(),
+            }),
+            ..AgentState::default()
+        }
+    }
+
+    #[test]
+    fn the_reported_hash_and_status_decide_when_they_match() {
+        let d = desired(1);
+        use RemoteConfigStatuses::*;
+        assert_eq!(
+            status(&reporting(SUPERVISED, 1, Applied), &d),
+            Status::Applied
+        );
+        assert_eq!(
+            status(&reporting(SUPERVISED, 1, Applying), &d),
+            Status::Applying
+        );
+        assert_eq!(
+            status(&reporting(SUPERVISED, 1, Failed), &d),
+            Status::Failed
+        );
+        assert_eq!(
+            status(&reporting(SUPERVISED, 2, Applied), &d),
             Status::Pending
+        );
+    }
+
+    #[test]
+    fn a_remembered_failure_stays_failed_until_the_hash_changes() {
+        let mut state = reporting(SUPERVISED, 2, RemoteConfigStatuses::Applied);
+        state.failed_hash = Some([1; 32]);
+        assert_eq!(status(&state, &desired(1)), Status::Failed);
+        assert_eq!(status(&state, &desired(3)), Status::Pending);
+    }
+
+    #[test]
+    fn agents_without_status_reports_are_sent_once_delivered() {
+        let mut state = AgentState {
+            capabilities: agent_caps::ACCEPTS_REMOTE_CONFIG,
+            ..AgentState::default()
         };
+        assert_eq!(status(&state, &desired(1)), Status::Pending);
+        state.delivered = Some([1; 32]);
+        assert_eq!(status(&state, &desired(1)), Status::Sent);
     }
-    if state.reported_hash() == Some(&config.hash[..]) {
-        return match state.reported_status() {
-            Some(RemoteConfigStatuses::Applying) => Status::Applying,
-            Some(RemoteConfigStatuses::Failed) => Status::Failed,
-            _ => Status::Applied,
+
+    #[test]
+    fn unmanaged_unsupported_and_render_errors_come_first() {
+        let state = AgentState::default();
+        assert_eq!(status(&state, &Desired::Unmanaged), Status::Unmanaged);
+        assert_eq!(status(&state, &desired(1)), Status::Unsupported);
+        let invalid = Desired::Invalid {
+            rule: "r".into(),
+            diagnostics: Arc::new(Vec::new()),
         };
+        assert_eq!(
+            status(
+                &reporting(SUPERVISED, 1, RemoteConfigStatuses::Applied),
+                &invalid
+            ),
+            Status::RenderError
+        );
     }
-    if state.failed_hash == Some(config.hash) {
-        return Status::Failed;
+
+    #[test]
+    fn an_offer_is_made_once_per_connection_and_is_pending_meanwhile() {
+        let mut state = reporting(SUPERVISED, 2, RemoteConfigStatuses::Applied);
+        let hash = [1; 32];
+        assert_eq!(sync_state(&state, &hash, Some(7)), SyncState::Due);
+        state.offered = Some((hash, 7));
+        assert_eq!(sync_state(&state, &hash, Some(7)), SyncState::Offered);
+        assert_eq!(sync_state(&state, &hash, Some(8)), SyncState::Due);
+        assert_eq!(sync_state(&state, &hash, None), SyncState::Offered);
+        assert_eq!(status(&state, &desired(1)), Status::Pending);
     }
-    Status::Pending
 }

@@ -2,6 +2,7 @@
 //! agent, computed from its record and the current revision.
 
 use super::record::{AgentRecord, Transport};
+use super::served;
 use super::status::{status, Status};
 use super::Fleet;
 use crate::repo::Desired;
@@ -29,7 +30,9 @@ pub struct AgentSummary {
 
 impl Fleet {
     pub fn summary(&self, rec: &AgentRecord) -> AgentSummary {
-        let (desired, revision) = self.desired(rec);
+        let served = self.served();
+        let desired = served::desired_in(served.as_deref(), &rec.info);
+        let revision = served.map(|s| s.id().to_owned());
         let summary_status = status(&rec.state, &desired);
         let desired_hash = match &desired {
             Desired::Config(c) => Some(c.hash_hex()),

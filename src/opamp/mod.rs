@@ -1,11 +1,10 @@
 //! The OpAMP protocol: generated messages, instance uids, framing and compression (codec), the
 //! pure session state machine, and the two transports (WebSocket and plain HTTP) on one endpoint.
 
+pub mod builders;
 pub mod codec;
-pub mod http;
 pub mod session;
 pub mod uid;
-pub mod ws;
 
 /// Messages generated from `proto/opamp/v1/*.proto`.
 #[allow(clippy::all, missing_docs)]

@@ -139,25 +139,13 @@ impl AgentState {
             || (self.has(agent_caps::REPORTS_HEALTH) && self.health.is_none())
     }
 
-    /// Whether `desired` should be offered on `connection` now.
+    /// Whether `desired` should be offered on `connection` now: when the agent is due for it,
+    /// or an operator's push re-sends it whatever the agent reported (a FAILED hash included).
     pub fn should_offer(&self, desired: &EncodedRemoteConfig, connection: ConnectionId) -> bool {
-        if !self.has(agent_caps::ACCEPTS_REMOTE_CONFIG) {
-            return false;
-        }
-        // An operator's push re-sends whatever the agent reported, a FAILED hash included.
-        if self.forced {
-            return true;
-        }
-        if self.reported_hash() == Some(&desired.hash[..]) {
-            return false;
-        }
-        if self.failed_hash == Some(desired.hash) {
-            return false;
-        }
-        if self.has(agent_caps::REPORTS_REMOTE_CONFIG) {
-            self.offered != Some((desired.hash, connection))
-        } else {
-            self.delivered != Some(desired.hash)
+        match sync_state(self, &desired.hash, Some(connection)) {
+            SyncState::Unsupported => false,
+            SyncState::Due => true,
+            _ => self.forced,
         }
     }
 
@@ -171,6 +159,62 @@ impl AgentState {
     pub fn force_offer(&mut self) {
         self.failed_hash = None;
         self.forced = true;
+    }
+}
+
+/// Where an agent stands with one desired config: the one verdict that both the offer decision
+/// and the status shown are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncState {
+    /// The agent does not accept remote config.
+    Unsupported,
+    /// It reports the desired hash as applied (or reports the hash with no status).
+    Applied,
+    /// It reports the desired hash as being applied.
+    Applying,
+    /// It reported FAILED for the desired hash: not offered again until the hash changes or an
+    /// operator pushes.
+    Failed,
+    /// Delivered to an agent that does not report remote-config status.
+    Sent,
+    /// Offered (on the connection asked about, or on any when none is named), no report yet.
+    Offered,
+    /// Not offered yet: the next reply or push carries it.
+    Due,
+}
+
+/// The verdict for `state` and the desired hash. `connection`: the connection an offer would go
+/// on (configs are offered once per connection); `None` asks about any connection.
+pub fn sync_state(
+    state: &AgentState,
+    desired: &ConfigHash,
+    connection: Option<ConnectionId>,
+) -> SyncState {
+    if !state.has(agent_caps::ACCEPTS_REMOTE_CONFIG) {
+        return SyncState::Unsupported;
+    }
+    if state.reported_hash() == Some(&desired[..]) {
+        return match state.reported_status() {
+            Some(RemoteConfigStatuses::Applying) => SyncState::Applying,
+            Some(RemoteConfigStatuses::Failed) => SyncState::Failed,
+            _ => SyncState::Applied,
+        };
+    }
+    if state.failed_hash.as_ref() == Some(desired) {
+        return SyncState::Failed;
+    }
+    if !state.has(agent_caps::REPORTS_REMOTE_CONFIG) {
+        return if state.delivered.as_ref() == Some(desired) {
+            SyncState::Sent
+        } else {
+            SyncState::Due
+        };
+    }
+    match state.offered {
+        Some((hash, on)) if hash == *desired && connection.is_none_or(|c| c == on) => {
+            SyncState::Offered
+        }
+        _ => SyncState::Due,
     }
 }
 

@@ -54,7 +54,7 @@ const MAP_KINDS: [MapKind; 3] = [
     MapKind::NonIdentifying,
 ];
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 enum MapReads {
     #[default]
     None,
@@ -63,7 +63,7 @@ enum MapReads {
 }
 
 /// Which agent fields a render read: the shape of its memo key.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ReadLog {
     uid: bool,
     maps: [MapReads; 3],

@@ -55,7 +55,7 @@ pub fn compile(
     id: impl Into<String>,
     options: &CompileOptions,
 ) -> CompileOutput {
-    let mut diagnostics = Vec::new();
+    let mut diagnostics = snapshot.problems().to_vec();
     let mut output = CompileOutput {
         revision: None,
         renderable: None,

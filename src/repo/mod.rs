@@ -9,6 +9,7 @@ pub mod locate;
 pub mod otelcol;
 pub mod render;
 pub mod samples;
+pub mod sandbox;
 pub mod selector;
 pub mod snapshot;
 pub mod template;

@@ -6,7 +6,7 @@ use super::agent::{AgentInfo, ReadKey, ReadLog};
 use super::fleet::{deep_merge, yaml_error, Fleet, Rule};
 use super::hash::{config_hash, ConfigHash};
 use super::locate::{line_offset, locate_path, template_line};
-use super::template::{template_error, RenderContext, Templates, TEMPLATES_DIR};
+use super::template::{RenderContext, Templates, TEMPLATES_DIR};
 use super::validate::Validator;
 use crate::diagnostics::Diagnostic;
 use bytes::Bytes;
@@ -140,13 +140,12 @@ impl Revision {
         let mut log = ReadLog::default();
         let mut files = BTreeMap::new();
         for (file, template) in rule.output.files() {
-            match self.templates.render(&template, &ctx) {
+            match self.templates.render(&template, &ctx, &rule.name) {
                 Ok((text, reads)) => {
                     log.merge(&reads);
                     files.insert(file, text);
                 }
-                Err(e) => {
-                    let d = template_error(&e, Some(&rule.name), Some(&template));
+                Err(d) => {
                     let invalid = Desired::Invalid {
                         rule: rule.name.clone(),
                         diagnostics: Arc::new(vec![d]),

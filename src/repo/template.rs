@@ -1,8 +1,10 @@
 //! The minijinja environment of one revision: every file below `templates/` compiled once,
 //! strict undefined, no auto-escaping, a `yaml` filter, a fuel limit and an output size limit.
-//! Includes and imports can only name templates of the same snapshot below `templates/`.
+//! Includes and imports can only name templates of the same snapshot below `templates/`. A set of
+//! templates that repeats values with `*` renders in the memory-bounded sandbox.
 
 use super::agent::{AgentInfo, ReadLog, TrackedAgent};
+use super::sandbox::{self, SandboxFailure, MAX_RENDER_MEMORY};
 use super::snapshot::Snapshot;
 use crate::diagnostics::Diagnostic;
 use minijinja::value::Value;
@@ -24,6 +26,9 @@ const RECURSION_LIMIT: usize = 64;
 pub struct Templates {
     env: Environment<'static>,
     sources: BTreeMap<String, String>,
+    /// The first template (name, line, column) that repeats a value with `*`: when there is
+    /// one, renders are sandboxed.
+    repetition: Option<(String, usize, usize)>,
 }
 
 /// What a template sees: the agent, the rule's merged vars and the rule's name.
@@ -70,7 +75,17 @@ impl Templates {
                 Err(e) => diagnostics.push(template_error(&e, None, None)),
             }
         }
-        (Templates { env, sources }, diagnostics)
+        let repetition = sources.iter().find_map(|(name, source)| {
+            sandbox::first_repetition(source).map(|(line, column)| (name.clone(), line, column))
+        });
+        (
+            Templates {
+                env,
+                sources,
+                repetition,
+            },
+            diagnostics,
+        )
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -85,8 +100,56 @@ impl Templates {
         self.sources.get(name).map(String::as_str)
     }
 
-    /// Renders `name`; the returned log says which agent fields the render read.
-    pub fn render(&self, name: &str, ctx: &RenderContext) -> Result<(String, ReadLog), Error> {
+    /// Renders `name` for the rule `rule`; the returned log says which agent fields the render
+    /// read. Templates that repeat values render in a child process whose memory is bounded.
+    pub fn render(
+        &self,
+        name: &str,
+        ctx: &RenderContext,
+        rule: &str,
+    ) -> Result<(String, ReadLog), Diagnostic> {
+        let render = || {
+            self.render_here(name, ctx)
+                .map_err(|e| template_error(&e, Some(rule), Some(name)))
+        };
+        let Some(first) = &self.repetition else {
+            return render();
+        };
+        let failure = match sandbox::run(MAX_RENDER_MEMORY, render) {
+            Ok(rendered) => return rendered,
+            Err(SandboxFailure::OutOfMemory) => format!(
+                "rendering `{name}` took more than {} MiB of memory",
+                MAX_RENDER_MEMORY >> 20
+            ),
+            Err(SandboxFailure::TimedOut) => format!(
+                "rendering `{name}` did not finish within {:?}",
+                sandbox::CHILD_DEADLINE
+            ),
+            Err(SandboxFailure::Failed(why)) => {
+                return Err(
+                    Diagnostic::error(format!("rendering `{name}` failed: {why}"))
+                        .in_file(format!("{TEMPLATES_DIR}/{name}"))
+                        .for_rule(rule),
+                )
+            }
+        };
+        // A render runs out of room or time when a repetition builds something huge: point at
+        // the `*` of the template rendered, or else the first one of an included template.
+        let (template, line, column) = self
+            .sources
+            .get(name)
+            .and_then(|source| sandbox::first_repetition(source))
+            .map(|(line, column)| (name, line, column))
+            .unwrap_or((first.0.as_str(), first.1, first.2));
+        Err(Diagnostic::error(format!(
+            "{failure}: the `*` here repeats a value into something too large"
+        ))
+        .in_file(format!("{TEMPLATES_DIR}/{template}"))
+        .at(Some(line), Some(column))
+        .for_rule(rule))
+    }
+
+    fn render_here(&self, name: &str, ctx: &RenderContext) -> Result<(String, ReadLog), Error> {
         let (value, log) = self.context(ctx);
         let template = self.env.get_template(name)?;
         let mut out = LimitedWriter {

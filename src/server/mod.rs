@@ -1,62 +1,152 @@
 //! `serve`: wires the config source, the fleet and the two listeners together, and shuts them
 //! down cleanly.
 
-use crate::admin::auth::TokenFile;
 use crate::admin::{self, AdminState};
 use crate::audit::AuditLog;
+use crate::auth::TokenFile;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::metrics::Metrics;
+use crate::net::listener::{self, Limits};
+use crate::net::tls::{ReloadingAcceptor, TlsFiles};
 use crate::opamp::codec::DEFAULT_MAX_MESSAGE_BYTES;
-use crate::opamp::http::{endpoint, OpampState};
-use crate::opamp::OPAMP_PATH;
+use crate::options::{parse_duration, DEFAULT_REPO_DIR};
 use crate::repo::CompileOptions;
 use crate::source::dir::DirSource;
 use crate::source::git::{is_git_url, GitOptions, GitSource};
 use crate::source::runner::{self, Source};
 use crate::source::RevisionStore;
+use crate::transport::{opamp_router, OpampState};
 use anyhow::Context;
-use axum::routing::any;
-use axum::Router;
-use listener::Limits;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tls::{ReloadingAcceptor, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-#[derive(Debug, Clone)]
+/// Admin connections kept beyond the connection limit for `/healthz`, `/readyz` and `/metrics`,
+/// so that a flood of clients cannot make the orchestrator think the server is down.
+pub const ADMIN_PROBE_RESERVE: usize = 32;
+
+/// Everything `serve` can be told: each field is a flag (and an `OPAMP_GITOPS_<FLAG>` variable),
+/// with its default in its attribute.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeOptions {
-    /// A directory, or a git URL.
+    /// The config repository: a directory (watched) or a git URL (https://, http://, git://,
+    /// ssh://, git@host:path, file://).
+    #[arg(long, env = "OPAMP_GITOPS_REPO", default_value = DEFAULT_REPO_DIR, help_heading = "Source")]
     pub repo: String,
+    /// Git: the branch to track (default: the remote's default branch).
+    #[arg(long, env = "OPAMP_GITOPS_BRANCH", help_heading = "Source")]
     pub branch: Option<String>,
+    /// Git: the sub-directory holding the config repository.
+    #[arg(long, env = "OPAMP_GITOPS_PATH", help_heading = "Source")]
     pub path: Option<String>,
+    /// Git: how often to fetch (with ±10% jitter); webhooks and refreshes fetch at once. A
+    /// directory is watched, and read again this often too.
+    #[arg(long, env = "OPAMP_GITOPS_POLL_INTERVAL", default_value = "30s", value_parser = parse_duration, help_heading = "Source")]
     pub poll_interval: Duration,
+    /// Git mirror and last good revision ($XDG_CACHE_HOME/opamp-gitops when unset).
+    #[arg(long, env = "OPAMP_GITOPS_CACHE_DIR", default_value_os_t = default_cache_dir(), help_heading = "Source")]
     pub cache_dir: PathBuf,
+    /// Git: a file holding an HTTPS token.
+    #[arg(long, env = "OPAMP_GITOPS_GIT_TOKEN_FILE", help_heading = "Source")]
     pub git_token_file: Option<PathBuf>,
+    /// Git: an SSH private key file.
+    #[arg(long, env = "OPAMP_GITOPS_GIT_SSH_KEY_FILE", help_heading = "Source")]
     pub git_ssh_key_file: Option<PathBuf>,
+    /// Git: the known_hosts file SSH host keys are checked against (default ~/.ssh/known_hosts).
+    #[arg(long, env = "OPAMP_GITOPS_GIT_KNOWN_HOSTS", help_heading = "Source")]
     pub git_known_hosts: Option<PathBuf>,
+    /// Git: a fetch that takes longer is aborted.
+    #[arg(long, env = "OPAMP_GITOPS_FETCH_TIMEOUT", default_value = "60s", value_parser = parse_duration, help_heading = "Source")]
     pub fetch_timeout: Duration,
+    /// The secret (GitHub, Gitea) or token (GitLab) webhooks are checked against; without it
+    /// /webhook/git answers 403.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_WEBHOOK_SECRET_FILE",
+        help_heading = "Source"
+    )]
     pub webhook_secret_file: Option<PathBuf>,
-    pub admin_token_file: Option<PathBuf>,
-    pub listen: SocketAddr,
-    pub admin_listen: SocketAddr,
-    pub fleet: FleetConfig,
-    pub max_message_bytes: usize,
-    pub show_secrets: bool,
+    /// Also run this Collector's `validate` on renders: sample renders decide whether a
+    /// revision is accepted, a live agent's render it refuses is that agent's render_error.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_OTELCOL",
+        value_name = "PATH",
+        help_heading = "Source"
+    )]
     pub otelcol: Option<PathBuf>,
+    /// OpAMP listener (path /v1/opamp, WebSocket and plain HTTP).
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_LISTEN",
+        default_value = "0.0.0.0:4320",
+        help_heading = "Listeners"
+    )]
+    pub listen: SocketAddr,
+    /// Admin listener: probes, API, dashboard, metrics, webhook.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_ADMIN_LISTEN",
+        default_value = "0.0.0.0:8080",
+        help_heading = "Listeners"
+    )]
+    pub admin_listen: SocketAddr,
+    /// TLS certificate chain (PEM) for both listeners; reloaded when it changes on disk.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_TLS_CERT",
+        requires = "tls_key",
+        help_heading = "Listeners"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_TLS_KEY",
+        requires = "tls_cert",
+        help_heading = "Listeners"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// CA (PEM) that agents' client certificates must chain to: mTLS on the OpAMP listener.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_CLIENT_CA",
+        requires = "tls_cert",
+        help_heading = "Listeners"
+    )]
+    pub client_ca: Option<PathBuf>,
+    /// Agent tokens, one a line (optionally name:token); agents send `Authorization: Bearer`
+    /// or `X-API-Key`. Without it the server runs in open mode.
+    #[arg(long, env = "OPAMP_GITOPS_AGENT_TOKEN_FILE", help_heading = "Security")]
     pub agent_token_file: Option<PathBuf>,
-    /// TLS on both listeners (client authentication only on the OpAMP one).
-    pub tls: Option<TlsFiles>,
-    pub limits: Limits,
-    /// Read-only admin endpoints need an admin token too.
+    /// Admin tokens, one a line (optionally name:token); without it mutating endpoints are
+    /// disabled.
+    #[arg(long, env = "OPAMP_GITOPS_ADMIN_TOKEN_FILE", help_heading = "Security")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Read-only admin endpoints (API, metrics, dashboard data) need an admin token too.
+    #[arg(long, env = "OPAMP_GITOPS_ADMIN_READ_AUTH", help_heading = "Security")]
     pub admin_read_auth: bool,
-    /// Deadline for reading a plain-HTTP request body.
+    /// Show secret-looking config values in the API and dashboard instead of `<redacted>`.
+    #[arg(long, env = "OPAMP_GITOPS_SHOW_SECRETS", help_heading = "Security")]
+    pub show_secrets: bool,
+    #[command(flatten)]
+    pub fleet: FleetConfig,
+    /// Largest inbound message, measured after decompression.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES, help_heading = "Limits")]
+    pub max_message_bytes: usize,
+    #[command(flatten)]
+    pub limits: Limits,
+    /// Deadline for reading a request body: OpAMP over plain HTTP, and every admin request.
+    #[arg(long, env = "OPAMP_GITOPS_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration, help_heading = "Limits")]
     pub body_timeout: Duration,
-    /// WebSocket sessions silent this long are closed.
+    /// A WebSocket with no message (pongs included) for this long is closed; the server pings
+    /// quiet sessions every heartbeat interval.
+    #[arg(long, env = "OPAMP_GITOPS_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_duration, help_heading = "Limits")]
     pub idle_timeout: Duration,
 }
 
@@ -70,33 +160,24 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 impl ServeOptions {
-    /// Loopback listeners on ports the OS picks: what tests use.
+    /// The defaults, on loopback listeners with ports the OS picks: what tests use.
     pub fn local(repo: impl AsRef<std::path::Path>) -> ServeOptions {
+        let loopback: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
         ServeOptions {
             repo: repo.as_ref().display().to_string(),
-            branch: None,
-            path: None,
-            poll_interval: Duration::from_secs(30),
-            cache_dir: default_cache_dir(),
-            git_token_file: None,
-            git_ssh_key_file: None,
-            git_known_hosts: None,
-            fetch_timeout: Duration::from_secs(60),
-            webhook_secret_file: None,
-            admin_token_file: None,
-            listen: "127.0.0.1:0".parse().expect("valid address"),
-            admin_listen: "127.0.0.1:0".parse().expect("valid address"),
-            fleet: FleetConfig::default(),
-            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
-            show_secrets: false,
-            otelcol: None,
-            agent_token_file: None,
-            tls: None,
-            limits: Limits::default(),
-            admin_read_auth: false,
-            body_timeout: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(120),
+            listen: loopback,
+            admin_listen: loopback,
+            ..crate::options::defaults()
         }
+    }
+
+    /// TLS on both listeners (client authentication only on the OpAMP one), when configured.
+    pub fn tls(&self) -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.client_ca.clone(),
+        })
     }
 }
 
@@ -105,6 +186,8 @@ pub struct Server {
     pub opamp_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub fleet: Arc<Fleet>,
+    pub metrics: Arc<Metrics>,
+    pub audit: Arc<AuditLog>,
     pub store: Arc<RevisionStore>,
     source: Arc<Source>,
     shutdown: CancellationToken,
@@ -157,32 +240,30 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     let opamp_addr = opamp_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let opamp_app = Router::new()
-        .route(OPAMP_PATH, any(endpoint))
-        .route_layer(axum::middleware::from_fn_with_state(
-            metrics.clone(),
-            admin::count_requests,
-        ))
-        .with_state(OpampState {
-            fleet: fleet.clone(),
-            max_message_bytes: options.max_message_bytes,
-            shutdown: shutdown.clone(),
-            sessions: sessions.clone(),
-            agent_tokens,
-            body_timeout: options.body_timeout,
-            idle_timeout: options.idle_timeout,
-            ping_interval: options.fleet.heartbeat_interval,
-        });
+    let opamp_app = opamp_router(OpampState {
+        fleet: fleet.clone(),
+        metrics: metrics.clone(),
+        max_message_bytes: options.max_message_bytes,
+        shutdown: shutdown.clone(),
+        sessions: sessions.clone(),
+        agent_tokens,
+        body_timeout: options.body_timeout,
+        idle_timeout: options.idle_timeout,
+        ping_interval: options.fleet.heartbeat_interval,
+    });
     let refresh = Arc::new(tokio::sync::Notify::new());
     let read_tokens = admin_tokens.clone();
     let admin_app = admin::router(AdminState {
         fleet: fleet.clone(),
+        metrics: metrics.clone(),
+        audit: audit.clone(),
         store: store.clone(),
         refresh: refresh.clone(),
         admin_tokens,
         webhook_secret_file: options.webhook_secret_file.clone(),
         tracked_branch: options.branch.clone(),
         show_secrets: options.show_secrets,
+        body_timeout: options.body_timeout,
     });
 
     let admin_app = if options.admin_read_auth {
@@ -191,13 +272,13 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         }
         admin_app.layer(axum::middleware::from_fn_with_state(
             read_tokens,
-            read_auth::require_read_token,
+            admin::read_auth::require_read_token,
         ))
     } else {
         admin_app
     };
     let mut tasks = JoinSet::new();
-    let (opamp_tls, admin_tls) = match &options.tls {
+    let (opamp_tls, admin_tls) = match &options.tls() {
         Some(files) => {
             let admin_files = TlsFiles {
                 client_ca: None,
@@ -211,15 +292,19 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         }
         None => (None, None),
     };
-    for (listener, app, tls) in [
-        (opamp_listener, opamp_app, opamp_tls),
-        (admin_listener, admin_app, admin_tls),
+    let admin_limits = Limits {
+        probe_reserve: ADMIN_PROBE_RESERVE,
+        ..options.limits.clone()
+    };
+    for (listener, app, tls, limits) in [
+        (opamp_listener, opamp_app, opamp_tls, options.limits.clone()),
+        (admin_listener, admin_app, admin_tls, admin_limits),
     ] {
         tasks.spawn(listener::serve(
             listener,
             app,
             tls,
-            options.limits.clone(),
+            limits,
             shutdown.clone(),
             sessions.clone(),
         ));
@@ -252,6 +337,8 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         opamp_addr,
         admin_addr,
         fleet,
+        metrics,
+        audit,
         store,
         source,
         shutdown,
@@ -282,10 +369,6 @@ fn source_for(options: &ServeOptions) -> anyhow::Result<Source> {
     }
     Ok(Source::Dir(dir))
 }
-
-pub mod listener;
-pub mod read_auth;
-pub mod tls;
 
 impl Server {
     /// Syncs the source now and waits for the result (the webhook and refresh endpoints only

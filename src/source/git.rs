@@ -4,6 +4,7 @@
 //! unreachable.
 
 use super::{Offered, RevisionStore};
+use crate::repo::snapshot::{escaping_link, resolve_link, SizeBudget};
 use crate::repo::Snapshot;
 use git2::{CertificateCheckStatus, Cred, FetchOptions, RemoteCallbacks, Repository};
 use sha2::{Digest, Sha256};
@@ -224,27 +225,7 @@ impl GitSource {
             }
             _ => tree,
         };
-        let mut snapshot = Snapshot::new();
-        let mut failure = None;
-        tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
-            if entry.kind() == Some(git2::ObjectType::Blob) {
-                match repo.find_blob(entry.id()) {
-                    Ok(blob) => snapshot.insert(
-                        format!("{dir}{}", entry.name().unwrap_or_default()),
-                        blob.content(),
-                    ),
-                    Err(e) => {
-                        failure = Some(e);
-                        return git2::TreeWalkResult::Abort;
-                    }
-                }
-            }
-            git2::TreeWalkResult::Ok
-        })?;
-        match failure {
-            Some(e) => Err(e.into()),
-            None => Ok(snapshot),
-        }
+        snapshot_of_tree(repo, &tree)
     }
 
     /// Fetches and offers the tip to the store; a failure is recorded in the store, not fatal.
@@ -277,9 +258,65 @@ impl GitSource {
         let commit = git2::Oid::from_str(text.trim())?;
         let repo = Repository::open_bare(self.mirror_path())?;
         let snapshot = self.snapshot(&repo, commit)?;
-        tracing::warn!(revision = %commit, "serving the cached revision: the remote is unreachable");
+        tracing::warn!(revision = %commit, "serving the last good revision from the cache");
         Ok(store.offer(&snapshot, &commit.to_string(), &self.describe(), true))
     }
+}
+
+/// The files of a git tree, as a checkout would have them, without trusting the tree: each
+/// blob's size is read from its header before the blob is, and a symlink is resolved inside the
+/// tree (git stores a link as its target's text) or, when it leads out, is a problem of the
+/// snapshot: never followed on the disk.
+pub fn snapshot_of_tree(repo: &Repository, tree: &git2::Tree) -> Result<Snapshot, GitError> {
+    const SYMLINK_MODE: i32 = 0o120000;
+    let odb = repo.odb()?;
+    let mut budget = SizeBudget::default();
+    let mut snapshot = Snapshot::new();
+    let mut links = Vec::new();
+    let mut failure: Option<GitError> = None;
+    let walked = tree.walk(git2::TreeWalkMode::PreOrder, |dir, entry| {
+        if entry.kind() != Some(git2::ObjectType::Blob) {
+            return git2::TreeWalkResult::Ok;
+        }
+        let path = format!("{dir}{}", entry.name().unwrap_or_default());
+        let read = odb
+            .read_header(entry.id())
+            .map_err(GitError::from)
+            .and_then(|(size, _)| {
+                budget
+                    .take(&path, size as u64)
+                    .map_err(|e| GitError::Other(e.to_string()))
+            })
+            .and_then(|()| Ok(repo.find_blob(entry.id())?));
+        match read {
+            Ok(blob) if entry.filemode() == SYMLINK_MODE => {
+                links.push((path, String::from_utf8_lossy(blob.content()).into_owned()));
+            }
+            Ok(blob) => snapshot.insert(path, blob.content()),
+            Err(e) => {
+                failure = Some(e);
+                return git2::TreeWalkResult::Abort;
+            }
+        }
+        git2::TreeWalkResult::Ok
+    });
+    // An aborted walk reports only "callback returned an error": the reason is ours.
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    walked?;
+    for (path, target) in links {
+        match resolve_link(&path, &target) {
+            None => snapshot.reject(escaping_link(&path, &target)),
+            Some(resolved) => {
+                // A link to a link, to a directory or to nothing is left out, as `from_dir` does.
+                if let Some(body) = snapshot.get(&resolved).map(<[u8]>::to_vec) {
+                    snapshot.insert(path, body);
+                }
+            }
+        }
+    }
+    Ok(snapshot)
 }
 
 fn default_known_hosts() -> Option<PathBuf> {

@@ -8,7 +8,6 @@ pub mod runner;
 
 use crate::audit::{AuditKind, AuditLog};
 use crate::diagnostics::Diagnostic;
-use crate::fleet::RevisionWatch;
 use crate::metrics::Metrics;
 use crate::repo::{compile, CompileOptions, Revision, Snapshot};
 use serde::Serialize;
@@ -16,6 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use tokio::sync::watch;
+
+/// The current revision, as the store publishes it.
+pub type RevisionWatch = watch::Receiver<Option<Arc<Revision>>>;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CurrentRevision {
@@ -120,10 +122,19 @@ impl RevisionStore {
             self.metrics.synced_now();
         }
         if self.current().is_some_and(|r| r.id == id) {
-            if let Some(current) = self.lock().current.as_mut() {
+            let mut status = self.lock();
+            if let Some(current) = status.current.as_mut() {
                 current.from_cache &= from_cache;
             }
+            // The source is back at the content being served (a reverted directory, a branch
+            // force-pushed back): a rejection of something else is no longer current.
+            status.rejected = None;
             return Offered::Unchanged;
+        }
+        // A snapshot already rejected is rejected once: later polls cost a comparison, not a
+        // compile, and leave the audit trail and the failure count alone.
+        if let Some(rejected) = self.lock().rejected.as_ref().filter(|r| r.id == id) {
+            return Offered::Rejected(rejected.diagnostics.clone());
         }
         let output = compile(snapshot, id, &self.options);
         let mut status = self.lock();
@@ -136,8 +147,11 @@ impl RevisionStore {
                     from_cache,
                 });
                 // A revision accepted after a rejected one supersedes it: the rejection is history
-                // (it stays in the audit trail), not a current problem.
-                status.rejected = None;
+                // (it stays in the audit trail), not a current problem. The cached last good
+                // revision is older than whatever was rejected, so it supersedes nothing.
+                if !from_cache {
+                    status.rejected = None;
+                }
                 drop(status);
                 self.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(revision = id, source, from_cache, "revision applied");

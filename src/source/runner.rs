@@ -34,10 +34,12 @@ pub async fn sync(source: &Arc<Source>, store: &Arc<RevisionStore>) -> bool {
         .unwrap_or(false)
 }
 
-/// The first sync. For git, an unreachable remote falls back to the last good revision.
+/// The first sync. For git, an unreachable remote, or a tip that does not compile, falls back
+/// to the last good revision.
 pub async fn initial_sync(source: &Arc<Source>, store: &Arc<RevisionStore>) -> bool {
-    if sync(source, store).await {
-        return true;
+    let reached = sync(source, store).await;
+    if store.current().is_some() {
+        return reached;
     }
     if let Source::Git(git) = source.as_ref() {
         let (source, store) = (source.clone(), store.clone());
@@ -50,12 +52,12 @@ pub async fn initial_sync(source: &Arc<Source>, store: &Arc<RevisionStore>) -> b
             Ok(Ok(Offered::Applied | Offered::Unchanged)) => {}
             Ok(Ok(Offered::Rejected(_))) => tracing::error!("the cached revision does not compile"),
             Ok(Err(e)) => {
-                tracing::error!(source = git.describe(), error = %e, "no revision: the remote is unreachable and nothing is cached")
+                tracing::error!(source = git.describe(), error = %e, "no revision: the tip cannot be served and nothing is cached")
             }
             Err(e) => tracing::error!(error = %e, "loading the cached revision panicked"),
         }
     }
-    false
+    reached
 }
 
 /// Runs until `shutdown`: syncs on every trigger, watcher event and poll interval.

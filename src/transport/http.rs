@@ -1,105 +1,20 @@
-//! The OpAMP endpoint: one path for both transports. A `POST` with
-//! `Content-Type: application/x-protobuf` is plain HTTP (gzip accepted, gzip answered when
-//! allowed, size measured after decompression); anything else is a WebSocket upgrade.
+//! OpAMP over plain HTTP: one `AgentToServer` per `POST`, gzip accepted (one layer, measured
+//! after decompression) and answered when allowed.
 
-use super::codec::{self, CodecError};
-use super::ws;
-use crate::admin::auth::{bearer, TokenFile};
+use super::{text, OpampState, PROTOBUF};
 use crate::fleet::record::Transport;
-use crate::fleet::{Connection, Fleet, Handled};
-use crate::server::listener::ConnectionSlot;
+use crate::fleet::{Connection, Handled};
+use crate::opamp::codec::{self, CodecError};
 use axum::body::Body;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::{IntoResponse, Response};
-use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
+use axum::extract::Request;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::Response;
 
-pub const PROTOBUF: &str = "application/x-protobuf";
-
-/// What the OpAMP endpoint needs.
-#[derive(Clone)]
-pub struct OpampState {
-    pub fleet: Arc<Fleet>,
-    pub max_message_bytes: usize,
-    pub shutdown: CancellationToken,
-    /// Every live WebSocket session, so shutdown can wait for them to close.
-    pub sessions: tokio_util::task::TaskTracker,
-    /// Agent tokens; `None` is open mode.
-    pub agent_tokens: Option<Arc<TokenFile>>,
-    /// Deadline for reading a plain-HTTP body.
-    pub body_timeout: std::time::Duration,
-    /// WebSocket sessions silent this long are closed; quiet ones are pinged every
-    /// `ping_interval`.
-    pub idle_timeout: std::time::Duration,
-    pub ping_interval: std::time::Duration,
-}
-
-pub async fn endpoint(State(state): State<OpampState>, request: Request) -> Response {
-    // Authentication comes first: before any body is read or any upgrade is made.
-    let token_name = match authenticate(&state, request.headers()) {
-        Ok(name) => name,
-        Err(response) => return *response,
-    };
-    if request.method() == Method::POST && is_protobuf(request.headers()) {
-        return plain_http(state, request, token_name).await;
-    }
-    let slot = request.extensions().get::<ConnectionSlot>().cloned();
-    match axum::extract::WebSocketUpgrade::from_request(request, &()).await {
-        Ok(upgrade) => ws::upgrade(state, upgrade, token_name, slot),
-        Err(rejection) => rejection.into_response(),
-    }
-}
-
-/// The name of the agent token presented (`Authorization: Bearer` or `X-API-Key`), `None` in
-/// open mode, or a 401.
-fn authenticate(state: &OpampState, headers: &HeaderMap) -> Result<Option<String>, Box<Response>> {
-    let Some(tokens) = &state.agent_tokens else {
-        return Ok(None);
-    };
-    let api_key = || {
-        headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-    };
-    match bearer(headers)
-        .or_else(api_key)
-        .and_then(|token| tokens.check(token))
-    {
-        Some(name) => Ok(Some(name)),
-        None => {
-            tracing::warn!("OpAMP request without a valid agent token refused");
-            let mut response = text(
-                StatusCode::UNAUTHORIZED,
-                "a valid agent token is required (Authorization: Bearer <token> or X-API-Key)",
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            Err(Box::new(response))
-        }
-    }
-}
-
-fn is_protobuf(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case(PROTOBUF))
-}
-
-fn text(status: StatusCode, message: impl Into<String>) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        message.into(),
-    )
-        .into_response()
-}
-
-async fn plain_http(state: OpampState, request: Request, token_name: Option<String>) -> Response {
+pub(super) async fn plain_http(
+    state: OpampState,
+    request: Request,
+    token_name: Option<String>,
+) -> Response {
     let (parts, body) = request.into_parts();
     let limit = state.max_message_bytes;
     let raw =
@@ -118,11 +33,19 @@ async fn plain_http(state: OpampState, request: Request, token_name: Option<Stri
                 )
             }
         };
-    let gzipped = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("gzip"));
+    let gzipped = match body_encoding(&parts.headers) {
+        Ok(gzipped) => gzipped,
+        Err(encoding) => {
+            let mut response = text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("Content-Encoding `{encoding}` is not supported: send the body uncompressed or with `Content-Encoding: gzip`"),
+            );
+            response
+                .headers_mut()
+                .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+            return response;
+        }
+    };
     let payload = if gzipped {
         match codec::gunzip_limited(&raw, limit) {
             Ok(p) => bytes::Bytes::from(p),
@@ -137,7 +60,7 @@ async fn plain_http(state: OpampState, request: Request, token_name: Option<Stri
     } else {
         raw
     };
-    state.fleet.metrics.message_in(payload.len());
+    state.metrics.message_in(payload.len());
     let message = match codec::decode_agent_message(&payload) {
         Ok(m) => m,
         Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -164,7 +87,7 @@ async fn plain_http(state: OpampState, request: Request, token_name: Option<Stri
         }
     };
     let encoded = reply.encode();
-    state.fleet.metrics.message_out(encoded.len());
+    state.metrics.message_out(encoded.len());
     let mut response = if accepts_gzip(&parts.headers) {
         let mut r = Response::new(Body::from(codec::gzip(&encoded)));
         r.headers_mut()
@@ -177,6 +100,21 @@ async fn plain_http(state: OpampState, request: Request, token_name: Option<Stri
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
     response
+}
+
+/// Whether the body is gzip-compressed (`Ok(true)`), as is (`Ok(false)`: no `Content-Encoding`,
+/// or `identity`), or in an encoding this server does not decode (`Err` with the header's text):
+/// one layer of gzip is the only compression OpAMP clients use.
+fn body_encoding(headers: &HeaderMap) -> Result<bool, String> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    let text = value.to_str().map_err(|_| "(not text)".to_owned())?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(false),
+        "gzip" | "x-gzip" => Ok(true),
+        _ => Err(text.chars().take(64).collect()),
+    }
 }
 
 /// Whether `Accept-Encoding` allows gzip (with a non-zero quality, directly or through `*`).
@@ -220,6 +158,24 @@ mod tests {
             HeaderValue::from_str(value).unwrap(),
         );
         h
+    }
+
+    #[test]
+    fn only_identity_and_one_layer_of_gzip_are_decoded() {
+        let with_encoding = |value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::CONTENT_ENCODING,
+                HeaderValue::from_str(value).unwrap(),
+            );
+            body_encoding(&h)
+        };
+        assert_eq!(body_encoding(&HeaderMap::new()), Ok(false));
+        assert_eq!(with_encoding("identity"), Ok(false));
+        assert_eq!(with_encoding("GZIP"), Ok(true));
+        for refused in ["deflate", "br", "gzip, gzip", "zstd"] {
+            assert_eq!(with_encoding(refused), Err(refused.to_owned()));
+        }
     }
 
     #[test]

@@ -2,15 +2,15 @@
 //! desired config when a new revision arrives, and carries the registry's commands (an
 //! operator's push, a restart, "another session replaced you").
 
-use super::codec::{self, Reply};
-use super::http::OpampState;
-use super::proto::ServerErrorResponseType;
-use super::session::{self, ConnectionId};
-use super::uid::InstanceUid;
+use super::OpampState;
 use crate::fleet::record::{SessionCommand, Transport};
 use crate::fleet::{Connection, Handled};
 use crate::metrics::Metrics;
-use crate::server::listener::ConnectionSlot;
+use crate::net::listener::ConnectionSlot;
+use crate::opamp::codec::{self, Reply};
+use crate::opamp::proto::ServerErrorResponseType;
+use crate::opamp::session::{self, ConnectionId};
+use crate::opamp::uid::InstanceUid;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::Bytes;
@@ -33,9 +33,6 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a server-initiated close waits for the client's Close.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
-/// Agents one connection may speak for (a proxy multiplexes several).
-const MAX_AGENTS_PER_CONNECTION: usize = 64;
 
 pub fn upgrade(
     state: OpampState,
@@ -90,7 +87,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
     let mut revisions = fleet.subscribe();
     revisions.mark_unchanged();
     let (mut sink, mut stream) = socket.split();
-    let mut agents: Vec<InstanceUid> = Vec::new();
+    let mut named = false;
     let mut last_heard = Instant::now();
     // Set when the server ends the session: the close code and reason it sends.
     let mut ending: Option<(u16, &str)> = None;
@@ -118,10 +115,10 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
                 last_heard = Instant::now();
                 match frame {
                     Message::Binary(data) => {
-                        fleet.metrics.message_in(data.len());
-                        outgoing.extend(on_binary(&state, &connection, &mut agents, &data));
+                        state.metrics.message_in(data.len());
+                        outgoing.extend(on_binary(&state, &connection, &mut named, &data));
                     }
-                    Message::Text(_) => outgoing.push(malformed(&agents, "text frames are not OpAMP messages: send binary frames")),
+                    Message::Text(_) => outgoing.push(malformed(&fleet.connection_agents(connection_id), "text frames are not OpAMP messages: send binary frames")),
                     Message::Close(_) => break,
                     Message::Ping(_) | Message::Pong(_) => {}
                 }
@@ -131,7 +128,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
                     ending = Some((CLOSE_GOING_AWAY, "server shutting down"));
                     break;
                 }
-                outgoing.extend(agents.iter().filter_map(|uid| fleet.push(uid, connection_id)));
+                outgoing.extend(fleet.connection_agents(connection_id).iter().filter_map(|uid| fleet.push(uid, connection_id)));
             }
             command = commands.recv() => match command {
                 Some(SessionCommand::Send(reply)) => outgoing.push(*reply),
@@ -160,7 +157,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
         }
         let mut gone = false;
         for reply in &outgoing {
-            if !send_reply(&mut sink, &fleet.metrics, reply).await {
+            if !send_reply(&mut sink, &state.metrics, reply).await {
                 gone = true;
                 break;
             }
@@ -169,9 +166,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
             break;
         }
     }
-    for uid in &agents {
-        fleet.connection_closed(uid, connection_id);
-    }
+    fleet.connection_closed(connection_id);
     if let Some((code, reason)) = ending {
         let _ = timeout(SEND_TIMEOUT, sink.send(close(code, reason))).await;
         // Let the client answer the Close before the socket goes, so it reads our close code
@@ -203,20 +198,21 @@ where
 fn on_binary(
     state: &OpampState,
     connection: &Connection,
-    agents: &mut Vec<InstanceUid>,
+    named: &mut bool,
     data: &Bytes,
 ) -> Option<Reply> {
     let message = match codec::ws_payload(data).and_then(codec::decode_agent_message) {
         Ok(m) => m,
-        Err(e) => return Some(malformed(agents, &e.to_string())),
+        Err(e) => {
+            let agents = state.fleet.connection_agents(connection.id);
+            return Some(malformed(&agents, &e.to_string()));
+        }
     };
     match state.fleet.handle(message, connection) {
         Handled::Reply { uid, reply } => {
-            if !agents.contains(&uid) && agents.len() < MAX_AGENTS_PER_CONNECTION {
-                if agents.is_empty() {
-                    tracing::Span::current().record("agent", tracing::field::display(uid));
-                }
-                agents.push(uid);
+            if !*named {
+                *named = true;
+                tracing::Span::current().record("agent", tracing::field::display(uid));
             }
             Some(reply)
         }

@@ -1,13 +1,14 @@
-//! Accepting connections, bounded: at most so many at once (beyond: 503 with Retry-After), at
-//! most so many new ones per second from one source address (beyond: 429), a deadline for the
-//! TLS handshake and for request headers (slowloris), then HTTP/1.1 with upgrades served by
-//! hyper, drained gracefully on shutdown.
+//! Accepting connections, bounded: at most so many at once (beyond: 503 with Retry-After), a
+//! reserve beyond that for probes (the admin listener), at most so many new ones per second from
+//! one source address (beyond: 429), a deadline for the TLS handshake and one for every request
+//! head counted from accept or from the previous answer (silent clients and slowloris), then
+//! HTTP/1.1 with upgrades served by hyper, drained gracefully on shutdown.
 
+use super::head_deadline::HeadDeadline;
 use super::tls::ReloadingAcceptor;
 use axum::extract::connect_info::ConnectInfo;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -24,23 +25,39 @@ use tower::ServiceExt;
 #[derive(Debug, Clone)]
 pub struct ConnectionSlot(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
 
-#[derive(Debug, Clone)]
+/// Marks a request that arrived on a connection of the probe reserve: only probes are served.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveSlot;
+
+/// Paths a connection of the probe reserve may ask for.
+pub const PROBE_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Limits")]
 pub struct Limits {
-    /// Connections open at once on one listener.
+    /// Connections open at once, per listener; beyond it new ones get 503 with Retry-After.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_CONNECTIONS", default_value_t = 16_384)]
     pub max_connections: usize,
-    /// New connections per second from one source address.
+    /// Connections beyond `max_connections` kept for probes (`PROBE_PATHS`); 0 for none. Set
+    /// by the server for its admin listener.
+    #[arg(skip)]
+    pub probe_reserve: usize,
+    /// New connections per second from one source address; beyond it: 429 with Retry-After.
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_CONNECTIONS_PER_SECOND",
+        default_value_t = 1_000
+    )]
     pub connections_per_second: u32,
-    /// TLS handshake and request headers must arrive within this.
+    /// The TLS handshake, then a complete request head, must arrive within this of accept (and
+    /// of the previous answer on a kept-alive connection).
+    #[arg(long, env = "OPAMP_GITOPS_HEADER_TIMEOUT", default_value = "10s", value_parser = crate::options::parse_duration)]
     pub header_timeout: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_connections: 16_384,
-            connections_per_second: 1_000,
-            header_timeout: Duration::from_secs(10),
-        }
+        crate::options::defaults()
     }
 }
 
@@ -91,11 +108,12 @@ pub async fn serve(
     connections: TaskTracker,
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let reserve = Arc::new(Semaphore::new(limits.probe_reserve));
     let rate = Arc::new(RateLimiter::default());
     loop {
-        let (stream, peer) = tokio::select! {
+        let (stream, peer, accepted_at) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok((stream, peer)) => (stream, peer, tokio::time::Instant::now()),
                 Err(e) => {
                     // Out of file descriptors, say: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -111,10 +129,16 @@ pub async fn serve(
             connections.spawn(refuse(stream, "429 Too Many Requests"));
             continue;
         }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached: 503");
-            connections.spawn(refuse(stream, "503 Service Unavailable"));
-            continue;
+        let (permit, reserved) = match permits.clone().try_acquire_owned() {
+            Ok(permit) => (permit, false),
+            Err(_) => match reserve.clone().try_acquire_owned() {
+                Ok(permit) => (permit, true),
+                Err(_) => {
+                    tracing::warn!(%peer, limit = limits.max_connections, "connection limit reached: 503");
+                    connections.spawn(refuse(stream, "503 Service Unavailable"));
+                    continue;
+                }
+            },
         };
         let (app, tls, shutdown, header_timeout) = (
             app.clone(),
@@ -124,15 +148,19 @@ pub async fn serve(
         );
         connections.spawn(async move {
             let slot = ConnectionSlot(Arc::new(permit));
+            let accepted = Accepted {
+                peer,
+                at: accepted_at,
+                slot,
+                reserved,
+                header_timeout,
+            };
             match tls {
-                None => serve_connection(stream, peer, slot, app, header_timeout, shutdown).await,
+                None => serve_connection(stream, accepted, app, shutdown).await,
                 Some(tls) => {
-                    match tokio::time::timeout(header_timeout, tls.acceptor().accept(stream)).await
-                    {
-                        Ok(Ok(stream)) => {
-                            serve_connection(stream, peer, slot, app, header_timeout, shutdown)
-                                .await
-                        }
+                    let handshake = tls.acceptor().accept(stream);
+                    match tokio::time::timeout_at(accepted_at + header_timeout, handshake).await {
+                        Ok(Ok(stream)) => serve_connection(stream, accepted, app, shutdown).await,
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
@@ -142,29 +170,56 @@ pub async fn serve(
     }
 }
 
+/// What the accept loop knows of a connection it hands on.
+struct Accepted {
+    peer: SocketAddr,
+    at: tokio::time::Instant,
+    slot: ConnectionSlot,
+    /// Taken from the probe reserve: only probes are answered.
+    reserved: bool,
+    header_timeout: Duration,
+}
+
 async fn serve_connection<S>(
     stream: S,
-    peer: SocketAddr,
-    slot: ConnectionSlot,
+    accepted: Accepted,
     app: Router,
-    header_timeout: Duration,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = app.map_request(move |request: hyper::Request<hyper::body::Incoming>| {
-        let mut request = request.map(axum::body::Body::new);
-        request.extensions_mut().insert(ConnectInfo(peer));
-        request.extensions_mut().insert(slot.clone());
-        request
-    });
+    let Accepted {
+        peer,
+        at,
+        slot,
+        reserved,
+        header_timeout,
+    } = accepted;
+    let (stream, progress) = HeadDeadline::new(stream, header_timeout, at);
+    let answered = progress.clone();
+    let service = app
+        .map_request(move |request: hyper::Request<hyper::body::Incoming>| {
+            progress.request_started();
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(slot.clone());
+            if reserved {
+                request.extensions_mut().insert(ReserveSlot);
+            }
+            request
+        })
+        .map_response(move |response: axum::response::Response| {
+            answered.request_answered(response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS);
+            response
+        });
     let service = hyper_util::service::TowerToHyperService::new(service);
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    // HTTP/1.1 only: agents and browsers speak it, and a half-sent HTTP/2 preface is then a
+    // malformed request instead of a connection waiting for the rest.
+    let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {

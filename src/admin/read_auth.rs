@@ -3,7 +3,7 @@
 //! they navigate, so the token is also taken from a same-site cookie that a small sign-in page
 //! sets; mutating endpoints keep requiring the header, so the cookie alone changes nothing.
 
-use crate::admin::auth::{bearer, TokenFile};
+use crate::auth::{bearer, TokenFile};
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
