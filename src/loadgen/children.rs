@@ -86,18 +86,27 @@ fn convergence(times_unix_ms: &[u64], t0_unix_ms: u64, agents: u64) -> Convergen
 fn spawn(options: &Options, processes: u64) -> Result<Vec<Worker>, String> {
     let blocks = options.source.split(processes as usize)?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let mut workers = Vec::new();
+    let mut workers: Vec<Worker> = Vec::new();
     let mut first = options.first_agent;
     for (k, block) in blocks.into_iter().enumerate() {
         let agents =
             options.agents / processes + u64::from((k as u64) < options.agents % processes);
-        let mut process = Command::new(&exe)
+        let spawned = Command::new(&exe)
             .args(options.child_args(agents, first, block))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start a child loadgen: {e}"))?;
+            .spawn();
+        let mut process = match spawned {
+            Ok(process) => process,
+            Err(e) => {
+                for mut w in workers {
+                    let _ = w.process.kill();
+                    let _ = w.process.wait();
+                }
+                return Err(format!("cannot start a child loadgen: {e}"));
+            }
+        };
         first += agents;
         workers.push(Worker {
             stdin: process.stdin.take(),
