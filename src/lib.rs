@@ -8,6 +8,7 @@ pub mod cli;
 pub mod diagnostics;
 pub mod fleet;
 pub mod fuzzing;
+pub mod loadgen;
 pub mod metrics;
 pub mod net;
 pub mod opamp;

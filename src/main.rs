@@ -22,6 +22,8 @@ enum Command {
     Render(cli::render::RenderArgs),
     /// Serve OpAMP to the fleet from a config repository.
     Serve(Box<cli::serve::ServeArgs>),
+    /// Simulate a fleet of OpAMP-supervised Collectors against servers on loopback.
+    Loadgen(Box<cli::loadgen::LoadgenArgs>),
 }
 
 fn main() {
@@ -30,6 +32,7 @@ fn main() {
         Command::Check(args) => cli::check::run(args),
         Command::Render(args) => cli::render::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Loadgen(args) => cli::loadgen::run(args),
     };
     std::process::exit(code);
 }
