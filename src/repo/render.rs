@@ -148,7 +148,7 @@ impl Revision {
                 Err(d) => {
                     let invalid = Desired::Invalid {
                         rule: rule.name.clone(),
-                        diagnostics: Arc::new(vec![d]),
+                        diagnostics: Arc::new(vec![*d]),
                     };
                     // A failed render may not have read everything: key it on the whole agent.
                     return (invalid, ReadLog::everything());

@@ -107,10 +107,10 @@ impl Templates {
         name: &str,
         ctx: &RenderContext,
         rule: &str,
-    ) -> Result<(String, ReadLog), Diagnostic> {
+    ) -> Result<(String, ReadLog), Box<Diagnostic>> {
         let render = || {
             self.render_here(name, ctx)
-                .map_err(|e| template_error(&e, Some(rule), Some(name)))
+                .map_err(|e| Box::new(template_error(&e, Some(rule), Some(name))))
         };
         let Some(first) = &self.repetition else {
             return render();
@@ -126,11 +126,11 @@ impl Templates {
                 sandbox::CHILD_DEADLINE
             ),
             Err(SandboxFailure::Failed(why)) => {
-                return Err(
+                return Err(Box::new(
                     Diagnostic::error(format!("rendering `{name}` failed: {why}"))
                         .in_file(format!("{TEMPLATES_DIR}/{name}"))
                         .for_rule(rule),
-                )
+                ))
             }
         };
         // A render runs out of room or time when a repetition builds something huge: point at
@@ -141,12 +141,14 @@ impl Templates {
             .and_then(|source| sandbox::first_repetition(source))
             .map(|(line, column)| (name, line, column))
             .unwrap_or((first.0.as_str(), first.1, first.2));
-        Err(Diagnostic::error(format!(
-            "{failure}: the `*` here repeats a value into something too large"
+        Err(Box::new(
+            Diagnostic::error(format!(
+                "{failure}: the `*` here repeats a value into something too large"
+            ))
+            .in_file(format!("{TEMPLATES_DIR}/{template}"))
+            .at(Some(line), Some(column))
+            .for_rule(rule),
         ))
-        .in_file(format!("{TEMPLATES_DIR}/{template}"))
-        .at(Some(line), Some(column))
-        .for_rule(rule))
     }
 
     fn render_here(&self, name: &str, ctx: &RenderContext) -> Result<(String, ReadLog), Error> {
