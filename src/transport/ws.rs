@@ -104,8 +104,7 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
                     None => break,
                     Some(Ok(frame)) => frame,
                     Some(Err(e)) => {
-                        let text = e.to_string();
-                        if text.contains("too long") || text.contains("Space limit") {
+                        if is_over_capacity(e) {
                             tracing::warn!(connection = connection_id, "message over the size limit: closing with 1009");
                             ending = Some((CLOSE_TOO_BIG, "message too big"));
                         }
@@ -180,6 +179,15 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
         })
         .await;
     }
+}
+
+/// Whether a read failed because a message or frame is over the size limit.
+fn is_over_capacity(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    error
+        .into_inner()
+        .downcast::<Error>()
+        .is_ok_and(|e| matches!(*e, Error::Capacity(_)))
 }
 
 /// Sends one reply; `false` when the connection is gone.
