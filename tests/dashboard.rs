@@ -270,82 +270,120 @@ fn pair(ws: &WsAgent, status: &str) -> (String, String) {
     (ws.id.uid_string(), status.to_owned())
 }
 
-#[test]
-fn the_dashboard_shows_a_live_fleet_safely_in_a_real_browser() {
-    let f = Fixture::start(true);
-    // A small production fleet over the example config repo.
-    let us = f.connect(
-        &[
-            ("service.name", "otel-collector"),
-            ("environment", "production"),
-            ("region", "us-east-1"),
-            ("team", "checkout"),
-            ("host.name", "ip-10-0-12-34.ec2.internal"),
-            ("os.type", "linux"),
-        ],
-        Outcome::Applied,
-    );
-    let eu = f.connect(
-        &[
-            ("service.name", "otel-collector"),
-            ("environment", "production"),
-            ("region", "eu-west-1"),
-            ("host.name", "ip-172-31-8-19.eu-west-1.compute.internal"),
-            ("host.arch", "arm64"),
-        ],
-        Outcome::Applied,
-    );
-    let gateways: Vec<WsAgent> = ["x2kqp", "m8d4t"]
-        .iter()
-        .map(|pod| {
-            f.connect(
-                &[
-                    ("service.name", "otel-gateway"),
-                    ("role", "gateway"),
-                    ("environment", "production"),
-                    ("region", "us-east-1"),
-                    ("host.name", &format!("otel-gateway-7d9f8c6b5-{pod}")),
-                    ("k8s.namespace.name", "monitoring"),
-                ],
-                Outcome::Applied,
-            )
-        })
-        .collect();
-    let mut staging = f.connect(
-        &[
-            ("service.name", "otel-collector"),
-            ("environment", "staging-2"),
-            ("host.name", "staging-2-node-3"),
-        ],
-        Outcome::Failed(STAGING_ERROR),
-    );
-    let laptop = f.connect(
-        &[
-            ("service.name", "otel-collector"),
-            ("environment", "development"),
-            ("host.name", "dev-laptop-042"),
-            ("os.type", "darwin"),
-        ],
-        Outcome::Pending,
-    );
-    let legacy = f.connect(
-        &[
-            ("service.name", "otelcol-contrib"),
-            ("environment", "development"),
-            ("host.name", "ci-runner-17"),
-        ],
-        Outcome::Unsupported,
-    );
-    let mut fleet = vec![
-        pair(&us, "applied"),
-        pair(&eu, "applied"),
-        pair(&gateways[0], "applied"),
-        pair(&gateways[1], "applied"),
-        pair(&staging, "failed"),
-        pair(&laptop, "pending"),
-        pair(&legacy, "unsupported"),
-    ];
+/// The fleet every page test starts from: seven agents over the example repository, in every
+/// status the dashboard shows.
+struct SevenAgents {
+    us: WsAgent,
+    eu: WsAgent,
+    gateways: Vec<WsAgent>,
+    staging: WsAgent,
+    laptop: WsAgent,
+    legacy: WsAgent,
+}
 
+impl SevenAgents {
+    fn connect(f: &Fixture) -> SevenAgents {
+        // A small production fleet over the example config repo.
+        let us = f.connect(
+            &[
+                ("service.name", "otel-collector"),
+                ("environment", "production"),
+                ("region", "us-east-1"),
+                ("team", "checkout"),
+                ("host.name", "ip-10-0-12-34.ec2.internal"),
+                ("os.type", "linux"),
+            ],
+            Outcome::Applied,
+        );
+        let eu = f.connect(
+            &[
+                ("service.name", "otel-collector"),
+                ("environment", "production"),
+                ("region", "eu-west-1"),
+                ("host.name", "ip-172-31-8-19.eu-west-1.compute.internal"),
+                ("host.arch", "arm64"),
+            ],
+            Outcome::Applied,
+        );
+        let gateways: Vec<WsAgent> = ["x2kqp", "m8d4t"]
+            .iter()
+            .map(|pod| {
+                f.connect(
+                    &[
+                        ("service.name", "otel-gateway"),
+                        ("role", "gateway"),
+                        ("environment", "production"),
+                        ("region", "us-east-1"),
+                        ("host.name", &format!("otel-gateway-7d9f8c6b5-{pod}")),
+                        ("k8s.namespace.name", "monitoring"),
+                    ],
+                    Outcome::Applied,
+                )
+            })
+            .collect();
+        let staging = f.connect(
+            &[
+                ("service.name", "otel-collector"),
+                ("environment", "staging-2"),
+                ("host.name", "staging-2-node-3"),
+            ],
+            Outcome::Failed(STAGING_ERROR),
+        );
+        let laptop = f.connect(
+            &[
+                ("service.name", "otel-collector"),
+                ("environment", "development"),
+                ("host.name", "dev-laptop-042"),
+                ("os.type", "darwin"),
+            ],
+            Outcome::Pending,
+        );
+        let legacy = f.connect(
+            &[
+                ("service.name", "otelcol-contrib"),
+                ("environment", "development"),
+                ("host.name", "ci-runner-17"),
+            ],
+            Outcome::Unsupported,
+        );
+        SevenAgents {
+            us,
+            eu,
+            gateways,
+            staging,
+            laptop,
+            legacy,
+        }
+    }
+
+    /// `[uid, status]` of each, as the agents table shows them.
+    fn rows(&self) -> Vec<(String, String)> {
+        vec![
+            pair(&self.us, "applied"),
+            pair(&self.eu, "applied"),
+            pair(&self.gateways[0], "applied"),
+            pair(&self.gateways[1], "applied"),
+            pair(&self.staging, "failed"),
+            pair(&self.laptop, "pending"),
+            pair(&self.legacy, "unsupported"),
+        ]
+    }
+}
+
+/// The fleet page: every agent with its status, the counts and the revision; filters narrow
+/// the table in place; pages of a given size.
+#[test]
+fn the_fleet_page_counts_filters_and_pages_the_fleet() {
+    let f = Fixture::start(true);
+    let agents = SevenAgents::connect(&f);
+    let SevenAgents {
+        us,
+        eu,
+        gateways,
+        staging,
+        ..
+    } = &agents;
+    let fleet = agents.rows();
     let b = Browser::start();
 
     // The fleet page: every agent with its status, the counts, the revision.
@@ -429,6 +467,20 @@ fn the_dashboard_shows_a_live_fleet_safely_in_a_real_browser() {
     b.click(&b.find("#prev"));
     wait_text(&b, "#showing", "showing 4–6 of 7");
 
+    drop(b);
+    drop(agents);
+    f.stop();
+}
+
+/// Agents that connect after the page loaded show up without a reload, and markup in their
+/// attributes is text, in the browser and in the server-rendered HTML.
+#[test]
+fn agents_that_connect_later_show_live_and_their_markup_stays_text() {
+    let f = Fixture::start(true);
+    let agents = SevenAgents::connect(&f);
+    let fleet = agents.rows();
+    let b = Browser::start();
+
     // Live: agents that connect after the page loaded show up without a reload, and their
     // markup-laden attributes show as text.
     b.goto(&f.url("/"));
@@ -442,6 +494,7 @@ fn the_dashboard_shows_a_live_fleet_safely_in_a_real_browser() {
         &[("environment", "development"), ("host.name", IMG_ATTR)],
         Outcome::Applied,
     );
+    let mut fleet = fleet;
     fleet.push(pair(&script, "applied"));
     fleet.push(pair(&img, "applied"));
     wait_rows(&b, "the agents that connected later", &fleet);
@@ -472,6 +525,27 @@ fn the_dashboard_shows_a_live_fleet_safely_in_a_real_browser() {
     wait_live(&b);
     assert!(text_of(&b, "#attrs-identifying").contains(IMG_ATTR));
     not_pwned(&b);
+
+    drop(b);
+    drop((agents, script, img));
+    f.stop();
+}
+
+/// A failed agent's page: its error and the diff of what it runs against what it should; a push
+/// with the token the page keeps, a refused restart, a refused token asked again, and the page
+/// following the agent's apply.
+#[test]
+fn the_agent_page_shows_a_failure_pushes_with_the_token_and_follows_the_apply() {
+    let f = Fixture::start(true);
+    let mut staging = f.connect(
+        &[
+            ("service.name", "otel-collector"),
+            ("environment", "staging-2"),
+            ("host.name", "staging-2-node-3"),
+        ],
+        Outcome::Failed(STAGING_ERROR),
+    );
+    let b = Browser::start();
 
     // The failed agent's page: its error, the diff of what it runs against what it should.
     let uid = staging.id.uid_string();
@@ -571,6 +645,20 @@ fn the_dashboard_shows_a_live_fleet_safely_in_a_real_browser() {
     );
     assert_eq!(b.exec("return window.__samePage", json!([])), "yes");
 
+    drop(b);
+    drop(staging);
+    f.stop();
+}
+
+/// The rules page shows what /api/rules says; a rejected revision shows live with its
+/// diagnostics while the current one stays.
+#[test]
+fn the_rules_page_matches_the_api_and_a_rejected_revision_shows_live() {
+    let f = Fixture::start(true);
+    // The rules page counts them: two gateways, one failed staging agent, and so on.
+    let agents = SevenAgents::connect(&f);
+    let b = Browser::start();
+
     // The rules page shows what /api/rules says.
     b.goto(&f.url("/rules"));
     let shown = b.exec(
@@ -598,6 +686,10 @@ fn the_dashboard_shows_a_live_fleet_safely_in_a_real_browser() {
     assert_eq!(shown[0][1], "2");
     save_screenshot(&b, "dashboard-rules.png", false);
 
+    let revision = api(&f, "/api/revision")["current"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // A rejected revision shows live with its diagnostics, and the current one stays.
     b.goto(&f.url("/"));
     wait_live(&b);
@@ -615,6 +707,16 @@ fn the_dashboard_shows_a_live_fleet_safely_in_a_real_browser() {
     assert!(diagnostics.contains("waves"), "{diagnostics}");
     assert_eq!(text_of(&b, "#rev-id"), revision);
     save_screenshot(&b, "dashboard-rejected.png", false);
+
+    drop(b);
+    drop(agents);
+    f.stop();
+}
+
+/// Static assets with their content types and the page's CSP; errors as HTML pages.
+#[test]
+fn assets_have_their_types_and_errors_are_pages() {
+    let f = Fixture::start(true);
 
     // Assets with their types; errors as pages.
     let http = http_client();
@@ -640,8 +742,6 @@ fn the_dashboard_shows_a_live_fleet_safely_in_a_real_browser() {
         assert!(answer.body.contains("<h1>"), "{path}: an HTML page");
     }
 
-    drop(b);
-    drop((us, eu, gateways, laptop, legacy, script, img, staging));
     f.stop();
 }
 
