@@ -410,6 +410,40 @@ async fn live_sets_no_sample_covers_show_render_errors_and_per_agent_configs() {
 }
 
 #[test]
+fn a_config_repository_in_a_subdirectory_is_found_by_path_or_by_dir() {
+    let remote = fixture();
+    let work = &remote.work;
+    std::fs::create_dir(work.file("configs")).unwrap();
+    for entry in ["fleet.yaml", "templates", "agents"] {
+        git(work.path(), &["mv", entry, &format!("configs/{entry}")]);
+    }
+    publish(&remote, "the config repository moves to configs/");
+    work.edit("configs/fleet.yaml", "tenant: payments", "tenant: checkout");
+
+    for args in [
+        &[".", "--path", "configs", "--base", "origin/main"][..],
+        &["configs", "--base", "origin/main"][..],
+    ] {
+        let report = diff_json(work.path(), args);
+        assert_eq!(report["base"]["compiles"], true, "{args:?}: {report:#}");
+        assert_eq!(report["summary"]["moved"], 2, "{args:?}: {report:#}");
+    }
+    // Before the move the commit has no configs/: a base without a config repository.
+    let before = diff_json(work.path(), &["configs", "--base", "origin/main~1"]);
+    assert_eq!(before["base"]["compiles"], false, "{before:#}");
+    assert_eq!(before["summary"]["moved"], 4);
+    let missing = diff(
+        work.path(),
+        &[".", "--path", "nowhere", "--base", "origin/main"],
+    );
+    assert_eq!(missing.code, 2, "{missing:?}");
+    assert!(
+        missing.stderr.contains("`./nowhere` is not a directory"),
+        "{missing:?}"
+    );
+}
+
+#[test]
 fn a_head_that_does_not_compile_exits_1_with_the_diagnostics_of_check() {
     let remote = fixture();
     let work = &remote.work;
@@ -532,6 +566,18 @@ fn json_has_the_documented_shape() {
         .all(Value::is_string));
     assert!(group["findings"].is_array());
     assert_eq!(group["canary"], false);
+
+    let bare = diff_json(
+        remote.work.path(),
+        &["--base", "origin/main", "--context", "0"],
+    );
+    let file = groups(&bare)[0]["files"]["collector.yaml"]
+        .as_str()
+        .unwrap();
+    assert!(
+        file.lines().all(|l| l.starts_with(['+', '-', '@'])),
+        "no context lines with --context 0: {file}"
+    );
 }
 
 #[test]
