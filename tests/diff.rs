@@ -10,7 +10,7 @@ use common::agent::{Identity, WsAgent};
 use common::git::{git, GitRemote};
 use common::repo::TestRepo;
 use common::server::start_with;
-use common::{run_cli, CliResult};
+use common::{block, run_cli, CliResult};
 use opamp_gitops::opamp::proto::RemoteConfigStatuses::Unset;
 use opamp_gitops::opamp::proto::{any_value, AnyValue, KeyValue};
 use opamp_gitops::server::{ServeOptions, Server};
@@ -145,10 +145,6 @@ fn group_after<'a>(report: &'a Value, rule: Option<&str>) -> &'a Value {
         .collect();
     assert_eq!(matching.len(), 1, "one group for {rule:?}: {report:#}");
     matching[0]
-}
-
-async fn block<T>(f: impl FnOnce() -> T) -> T {
-    tokio::task::block_in_place(f)
 }
 
 /// `n` WebSocket agents with these attributes, each having sent its full state.
