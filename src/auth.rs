@@ -27,6 +27,13 @@ struct Cached {
     tokens: Vec<Token>,
 }
 
+impl Token {
+    /// The token itself, for clients that send it (`diff --fleet`).
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+}
+
 pub fn parse_tokens(text: &str) -> Vec<Token> {
     text.lines()
         .enumerate()

@@ -13,6 +13,8 @@ pub mod metrics;
 pub mod net;
 pub mod opamp;
 pub mod options;
+pub mod preview;
+pub mod redact;
 pub mod repo;
 pub mod server;
 pub mod source;

@@ -20,6 +20,8 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Print the rule, hash and config files an agent with these attributes gets.
     Render(cli::render::RenderArgs),
+    /// Show what a change to the config repository does to the fleet: who moves, and how.
+    Diff(cli::diff::DiffArgs),
     /// Serve OpAMP to the fleet from a config repository.
     Serve(Box<cli::serve::ServeArgs>),
     /// Simulate a fleet of OpAMP-supervised Collectors against servers on loopback.
@@ -31,6 +33,7 @@ fn main() {
     let code = match &cli.command {
         Command::Check(args) => cli::check::run(args),
         Command::Render(args) => cli::render::run(args),
+        Command::Diff(args) => cli::diff::run(args),
         Command::Serve(args) => cli::serve::run(args),
         Command::Loadgen(args) => cli::loadgen::run(args),
     };

@@ -1,7 +1,6 @@
 //! The JSON API: agents (filtered, paginated, one in detail with its configs and their diff),
 //! rules with their counts, audit events, and the agent actions (push, restart).
 
-use super::redact::redact_yaml;
 use super::{json_error, require_admin, AdminState};
 use crate::audit::{AdminAction, AuditKind};
 use crate::fleet::status::Status;
@@ -9,6 +8,7 @@ use crate::fleet::view::AgentSummary;
 use crate::fleet::{ActionError, AgentAction};
 use crate::opamp::agent_caps;
 use crate::opamp::uid::InstanceUid;
+use crate::redact::redact_yaml;
 use crate::repo::fleet::RuleOutput;
 use crate::repo::Desired;
 use axum::extract::{Path, RawQuery, State};
@@ -120,6 +120,57 @@ pub async fn agents(State(state): State<AdminState>, RawQuery(raw): RawQuery) ->
 /// `GET /api/summary`: counts by status, health and connection over the whole fleet.
 pub async fn summary(State(state): State<AdminState>) -> Response {
     Json(crate::fleet::view::counts(&state.fleet.summaries())).into_response()
+}
+
+/// Attribute text one page of `/api/attribute-sets` carries at most: a page ends early past it
+/// (always with at least one set), so clients page on by the number of sets they received.
+pub const MAX_ATTRIBUTE_PAGE_BYTES: usize = 4 << 20;
+
+/// `GET /api/attribute-sets?limit=&offset=`: the registry's distinct attribute sets with their
+/// agent counts, the input of `diff --fleet`.
+pub async fn attribute_sets(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Response {
+    let (limit, offset) = match page_bounds(raw.as_deref()) {
+        Ok(bounds) => bounds,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+    };
+    let sets = state.fleet.attribute_sets();
+    let total = sets.len();
+    let mut bytes = 0;
+    let page: Vec<_> = sets
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .take_while(|set| {
+            let size: usize = set
+                .identifying
+                .iter()
+                .chain(&set.non_identifying)
+                .map(|(k, v)| k.len() + v.len())
+                .sum();
+            let fits = bytes == 0 || bytes + size <= MAX_ATTRIBUTE_PAGE_BYTES;
+            bytes += size;
+            fits
+        })
+        .collect();
+    Json(json!({"total": total, "offset": offset, "limit": limit, "sets": page})).into_response()
+}
+
+/// `limit` (default 100, at most 1000) and `offset` of a paginated query.
+fn page_bounds(raw: Option<&str>) -> Result<(usize, usize), String> {
+    let (mut limit, mut offset) = (DEFAULT_LIMIT, 0);
+    for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let number = || {
+            value
+                .parse::<usize>()
+                .map_err(|_| format!("{key} `{value}` is not a number"))
+        };
+        match key.as_ref() {
+            "limit" => limit = number()?.min(MAX_LIMIT),
+            "offset" => offset = number()?,
+            _ => {}
+        }
+    }
+    Ok((limit, offset))
 }
 
 #[derive(Serialize)]

@@ -4,7 +4,6 @@
 pub mod api;
 pub mod dashboard;
 pub mod read_auth;
-pub mod redact;
 pub mod webhook;
 
 use crate::auth::{self, TokenFile};
@@ -53,6 +52,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/webhook/git", post(webhook::receive))
         .route("/api/agents", get(api::agents))
         .route("/api/summary", get(api::summary))
+        .route("/api/attribute-sets", get(api::attribute_sets))
         .route("/api/agents/{uid}", get(api::agent))
         .route("/api/agents/{uid}/push", post(api::push))
         .route("/api/agents/{uid}/restart", post(api::restart))

@@ -2,6 +2,7 @@
 //! exit code, so tests can call them in-process.
 
 pub mod check;
+pub mod diff;
 pub mod loadgen;
 pub mod render;
 pub mod serve;
@@ -11,7 +12,7 @@ use std::path::Path;
 
 pub use crate::options::DEFAULT_REPO_DIR;
 
-/// Exit codes shared by `check`, `render` and `loadgen`.
+/// Exit codes shared by `check`, `render`, `diff` and `loadgen`.
 pub mod exit {
     pub const OK: i32 = 0;
     pub const FAILED: i32 = 1;

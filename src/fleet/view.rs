@@ -67,6 +67,45 @@ impl Fleet {
     }
 }
 
+/// A distinct attribute set of the registry and how many agents report it: what `diff --fleet`
+/// renders, once per set instead of once per agent.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AttributeSet {
+    pub identifying: BTreeMap<String, String>,
+    pub non_identifying: BTreeMap<String, String>,
+    pub count: usize,
+}
+
+impl Fleet {
+    /// The distinct (identifying, non-identifying) attribute sets of the agents that have
+    /// described themselves, ordered by their attributes, so that pages stay in place while
+    /// counts change. An agent whose description has not arrived yet has no attributes to
+    /// render with, and is left out.
+    pub fn attribute_sets(&self) -> Vec<AttributeSet> {
+        type Attributes = BTreeMap<String, String>;
+        let mut counts: BTreeMap<(Attributes, Attributes), usize> = BTreeMap::new();
+        for record in self.records() {
+            let rec = record.lock().unwrap_or_else(|e| e.into_inner());
+            if rec.state.description.is_none() {
+                continue;
+            }
+            let key = (
+                rec.info.identifying.clone(),
+                rec.info.non_identifying.clone(),
+            );
+            *counts.entry(key).or_default() += 1;
+        }
+        counts
+            .into_iter()
+            .map(|((identifying, non_identifying), count)| AttributeSet {
+                identifying,
+                non_identifying,
+                count,
+            })
+            .collect()
+    }
+}
+
 fn last_error(rec: &AgentRecord, desired: &Desired, status: Status) -> Option<String> {
     match (status, desired) {
         (Status::RenderError, Desired::Invalid { diagnostics, .. }) => Some(

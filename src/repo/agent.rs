@@ -103,6 +103,11 @@ impl ReadLog {
         }
     }
 
+    /// Whether the render read `agent.instance_uid`.
+    pub fn reads_instance_uid(&self) -> bool {
+        self.uid
+    }
+
     pub(crate) fn mark_everything(&mut self) {
         self.uid = true;
         self.maps = [MapReads::Whole, MapReads::Whole, MapReads::Whole];

@@ -97,29 +97,59 @@ impl Revision {
 
     /// The desired config of `agent`, rendered at most once per distinct set of read fields.
     pub fn desired(&self, agent: &Arc<AgentInfo>) -> Desired {
-        let Some((index, rule)) = self.fleet.rule_for(&agent.attributes) else {
-            return Desired::Unmanaged;
-        };
+        self.memoised(agent, |desired, _| desired.clone())
+            .unwrap_or(Desired::Unmanaged)
+    }
+
+    /// The desired config of `agent` (memoised as `desired` is) and whether its render read
+    /// `agent.instance_uid`: such a config is one agent's own, not that of every agent with the
+    /// same attributes. A failed render counts as having read everything.
+    pub fn desired_reading_uid(&self, agent: &Arc<AgentInfo>) -> (Desired, bool) {
+        self.memoised(agent, |desired, log| {
+            (desired.clone(), log.reads_instance_uid())
+        })
+        .unwrap_or((Desired::Unmanaged, false))
+    }
+
+    /// Looks the agent up in the memo of its rule, rendering on a miss; None when no rule
+    /// matches. `pick` reads the memoised entry and the fields its render read.
+    fn memoised<R>(
+        &self,
+        agent: &Arc<AgentInfo>,
+        pick: impl Fn(&Desired, &ReadLog) -> R,
+    ) -> Option<R> {
+        let (index, rule) = self.fleet.rule_for(&agent.attributes)?;
         {
             let memo = lock(&self.memo[index]);
             for (log, entries) in &memo.groups {
                 if let Some(hit) = entries.get(&log.key_for(agent)) {
-                    return hit.clone();
+                    return Some(pick(hit, log));
                 }
             }
         }
         let (desired, log) = self.render_uncached(rule, agent);
+        let picked = pick(&desired, &log);
         let mut memo = lock(&self.memo[index]);
         let key = log.key_for(agent);
         match memo.groups.iter_mut().find(|(l, _)| *l == log) {
             Some((_, entries)) => {
-                entries.insert(key, desired.clone());
+                entries.insert(key, desired);
             }
-            None => memo
-                .groups
-                .push((log, HashMap::from([(key, desired.clone())]))),
+            None => memo.groups.push((log, HashMap::from([(key, desired)]))),
         }
-        desired
+        Some(picked)
+    }
+
+    /// The rendered files of `agent`'s rule, whether or not they validate: what `diff` shows
+    /// for a config that would be a render error. None when no rule matches or a template fails.
+    pub fn rendered_text(&self, agent: &Arc<AgentInfo>) -> Option<BTreeMap<String, String>> {
+        let (_, rule) = self.fleet.rule_for(&agent.attributes)?;
+        let ctx = RenderContext {
+            agent,
+            vars: &rule.vars,
+            rule_name: &rule.name,
+        };
+        self.render_files(rule, &ctx).ok().map(|(files, _)| files)
     }
 
     /// The desired config without the render memo: render, hash, and validate unless this
@@ -137,24 +167,17 @@ impl Revision {
             vars: &rule.vars,
             rule_name: &rule.name,
         };
-        let mut log = ReadLog::default();
-        let mut files = BTreeMap::new();
-        for (file, template) in rule.output.files() {
-            match self.templates.render(&template, &ctx, &rule.name) {
-                Ok((text, reads)) => {
-                    log.merge(&reads);
-                    files.insert(file, text);
-                }
-                Err(d) => {
-                    let invalid = Desired::Invalid {
-                        rule: rule.name.clone(),
-                        diagnostics: Arc::new(vec![*d]),
-                    };
-                    // A failed render may not have read everything: key it on the whole agent.
-                    return (invalid, ReadLog::everything());
-                }
+        let (files, log) = match self.render_files(rule, &ctx) {
+            Ok(rendered) => rendered,
+            Err(d) => {
+                let invalid = Desired::Invalid {
+                    rule: rule.name.clone(),
+                    diagnostics: Arc::new(vec![*d]),
+                };
+                // A failed render may not have read everything: key it on the whole agent.
+                return (invalid, ReadLog::everything());
             }
-        }
+        };
         let hash = config_hash(&files);
         let verdict = {
             let cached = lock(&self.verdicts).get(&hash).cloned();
@@ -182,6 +205,22 @@ impl Revision {
             },
         };
         (desired, log)
+    }
+
+    /// Renders every file of the rule, and what the renders read together.
+    fn render_files(
+        &self,
+        rule: &Rule,
+        ctx: &RenderContext,
+    ) -> Result<(BTreeMap<String, String>, ReadLog), Box<Diagnostic>> {
+        let mut log = ReadLog::default();
+        let mut files = BTreeMap::new();
+        for (file, template) in rule.output.files() {
+            let (text, reads) = self.templates.render(&template, ctx, &rule.name)?;
+            log.merge(&reads);
+            files.insert(file, text);
+        }
+        Ok((files, log))
     }
 
     /// Parses every file, merges them as the OpAMP Supervisor does (file-name order, maps key by

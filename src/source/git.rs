@@ -30,6 +30,8 @@ pub struct GitOptions {
 pub enum GitError {
     #[error("git: {0}")]
     Git(#[from] git2::Error),
+    #[error("path `{path}` not found in commit {commit}")]
+    PathNotFound { path: String, commit: git2::Oid },
     #[error("{0}")]
     Other(String),
 }
@@ -212,20 +214,7 @@ impl GitSource {
 
     /// The files of `commit` (below the configured path).
     pub fn snapshot(&self, repo: &Repository, commit: git2::Oid) -> Result<Snapshot, GitError> {
-        let tree = repo.find_commit(commit)?.tree()?;
-        let tree = match &self.options.path {
-            Some(path) if !path.trim_matches('/').is_empty() => {
-                let entry = tree
-                    .get_path(Path::new(path.trim_matches('/')))
-                    .map_err(|_| {
-                        GitError::Other(format!("path `{path}` not found in commit {commit}"))
-                    })?;
-                repo.find_tree(entry.id())
-                    .map_err(|_| GitError::Other(format!("path `{path}` is not a directory")))?
-            }
-            _ => tree,
-        };
-        snapshot_of_tree(repo, &tree)
+        read_tree(repo, commit, self.options.path.as_deref())
     }
 
     /// Fetches and offers the tip to the store; a failure is recorded in the store, not fatal.
@@ -261,6 +250,30 @@ impl GitSource {
         tracing::warn!(revision = %commit, "serving the last good revision from the cache");
         Ok(store.offer(&snapshot, &commit.to_string(), &self.describe(), true))
     }
+}
+
+/// The files of `commit` in `repo`, below `path` when one is given: how both the git source
+/// and `diff` read a config repository out of git.
+pub fn read_tree(
+    repo: &Repository,
+    commit: git2::Oid,
+    path: Option<&str>,
+) -> Result<Snapshot, GitError> {
+    let tree = repo.find_commit(commit)?.tree()?;
+    let tree = match path.map(|p| p.trim_matches('/')) {
+        Some(path) if !path.is_empty() => {
+            let entry = tree
+                .get_path(Path::new(path))
+                .map_err(|_| GitError::PathNotFound {
+                    path: path.to_owned(),
+                    commit,
+                })?;
+            repo.find_tree(entry.id())
+                .map_err(|_| GitError::Other(format!("path `{path}` is not a directory")))?
+        }
+        _ => tree,
+    };
+    snapshot_of_tree(repo, &tree)
 }
 
 /// The files of a git tree, as a checkout would have them, without trusting the tree: each

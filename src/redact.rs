@@ -1,5 +1,5 @@
-//! Hiding secret-looking values in configs shown by the API and dashboard. What is sent to
-//! agents is never redacted.
+//! Hiding secret-looking values in configs shown to people: by the API, the dashboard and
+//! `diff`. What is sent to agents is never redacted.
 
 pub const REDACTED: &str = "<redacted>";
 
