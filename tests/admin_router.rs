@@ -83,3 +83,22 @@ async fn a_bad_uid_is_a_json_400_and_mutations_are_disabled_without_tokens() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert!(body.contains("--admin-token-file"), "{body}");
 }
+
+#[tokio::test]
+async fn an_unknown_api_path_is_the_documented_json_error() {
+    let (router, _store) = router();
+    let (status, body) = call(&router, "GET", "/api/no-such-thing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let error: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("/api/no-such-thing"),
+        "{body}"
+    );
+    assert_eq!(
+        call(&router, "GET", "/nowhere").await.0,
+        StatusCode::NOT_FOUND
+    );
+}

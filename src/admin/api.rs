@@ -1,11 +1,13 @@
 //! The JSON API: agents (filtered, paginated, one in detail with its configs and their diff),
 //! rules with their counts, audit events, and the agent actions (push, restart).
 
-use super::{json_error, require_admin, AdminState};
+use super::error::ApiError;
+use super::listing::{self, AgentQuery, DEFAULT_LIMIT, MAX_LIMIT};
+use super::{require_admin, AdminState};
 use crate::audit::{AdminAction, AuditKind};
 use crate::fleet::status::Status;
 use crate::fleet::view::AgentSummary;
-use crate::fleet::{ActionError, AgentAction};
+use crate::fleet::AgentAction;
 use crate::opamp::agent_caps;
 use crate::opamp::uid::InstanceUid;
 use crate::redact::redact_yaml;
@@ -19,102 +21,16 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
-pub const DEFAULT_LIMIT: usize = 100;
-pub const MAX_LIMIT: usize = 1000;
-
-/// `?status=&rule=&label=k=v&q=&limit=&offset=` (label may repeat).
-#[derive(Debug, Default, Clone)]
-pub struct AgentQuery {
-    pub status: Option<Status>,
-    pub rule: Option<String>,
-    pub labels: Vec<(String, String)>,
-    pub q: Option<String>,
-    pub limit: usize,
-    pub offset: usize,
-}
-
-impl AgentQuery {
-    pub fn parse(raw: Option<&str>) -> Result<AgentQuery, String> {
-        let mut query = AgentQuery {
-            limit: DEFAULT_LIMIT,
-            ..AgentQuery::default()
-        };
-        for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
-            let value = value.into_owned();
-            match key.as_ref() {
-                "status" if !value.is_empty() => {
-                    query.status = Some(
-                        Status::parse(&value).ok_or_else(|| format!("unknown status `{value}`"))?,
-                    )
-                }
-                "rule" if !value.is_empty() => query.rule = Some(value),
-                "label" if !value.is_empty() => {
-                    let (k, v) = value
-                        .split_once('=')
-                        .ok_or_else(|| format!("label `{value}` is not key=value"))?;
-                    query.labels.push((k.to_owned(), v.to_owned()));
-                }
-                "q" if !value.is_empty() => query.q = Some(value.to_lowercase()),
-                "limit" => {
-                    query.limit = value
-                        .parse::<usize>()
-                        .map_err(|_| format!("limit `{value}` is not a number"))?
-                        .min(MAX_LIMIT)
-                }
-                "offset" => {
-                    query.offset = value
-                        .parse()
-                        .map_err(|_| format!("offset `{value}` is not a number"))?
-                }
-                _ => {}
-            }
-        }
-        Ok(query)
-    }
-
-    pub fn matches(&self, agent: &AgentSummary) -> bool {
-        self.status.is_none_or(|s| agent.status == s)
-            && self
-                .rule
-                .as_ref()
-                .is_none_or(|r| agent.rule.as_ref() == Some(r))
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| agent.attributes.get(k) == Some(v))
-            && self.q.as_ref().is_none_or(|q| {
-                agent.instance_uid.contains(q.as_str())
-                    || agent
-                        .rule
-                        .as_ref()
-                        .is_some_and(|r| r.to_lowercase().contains(q.as_str()))
-                    || agent
-                        .attributes
-                        .values()
-                        .any(|v| v.to_lowercase().contains(q.as_str()))
-            })
-    }
-}
-
-pub async fn agents(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Response {
-    let query = match AgentQuery::parse(raw.as_deref()) {
-        Ok(q) => q,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
-    };
-    let matching: Vec<AgentSummary> = state
-        .fleet
-        .summaries()
-        .into_iter()
-        .filter(|a| query.matches(a))
-        .collect();
-    let total = matching.len();
-    let page: Vec<AgentSummary> = matching
-        .into_iter()
-        .skip(query.offset)
-        .take(query.limit)
-        .collect();
-    Json(json!({"total": total, "offset": query.offset, "limit": query.limit, "agents": page}))
-        .into_response()
+pub async fn agents(
+    State(state): State<AdminState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let query = AgentQuery::parse(raw.as_deref()).map_err(ApiError::bad_request)?;
+    let all = state.fleet.summaries();
+    let page = listing::page(&all, &query);
+    Ok(Json(
+        json!({"total": page.total, "offset": query.offset, "limit": query.limit, "agents": page.agents}),
+    ))
 }
 
 /// `GET /api/summary`: counts by status, health and connection over the whole fleet.
@@ -131,7 +47,7 @@ pub const MAX_ATTRIBUTE_PAGE_BYTES: usize = 4 << 20;
 pub async fn attribute_sets(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Response {
     let (limit, offset) = match page_bounds(raw.as_deref()) {
         Ok(bounds) => bounds,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, e),
+        Err(e) => return ApiError::bad_request(e).into_response(),
     };
     let sets = state.fleet.attribute_sets();
     let total = sets.len();
@@ -189,37 +105,26 @@ struct AgentDetail {
     accepts_restart: bool,
 }
 
-/// Why the API refuses a request: the status code and the message of `{"error": …}`.
-pub type Refused = (StatusCode, String);
-
-fn refused(refusal: Refused) -> Response {
-    json_error(refusal.0, refusal.1)
+/// The uid of a URL path, or a 400.
+fn parse_uid(text: &str) -> Result<InstanceUid, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::bad_request(format!("`{text}` is not an instance uid (UUID)")))
 }
 
-/// The uid of a URL path, or a 400 refusal.
-fn parse_uid(text: &str) -> Result<InstanceUid, Refused> {
-    text.parse().map_err(|_| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("`{text}` is not an instance uid (UUID)"),
-        )
-    })
-}
-
-pub async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> Response {
-    match agent_detail(&state, &uid) {
-        Ok(detail) => Json(detail).into_response(),
-        Err(refusal) => refused(refusal),
-    }
+pub async fn agent(
+    State(state): State<AdminState>,
+    Path(uid): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    agent_detail(&state, &uid).map(Json)
 }
 
 /// One agent in full: what `GET /api/agents/{uid}` serves and the dashboard's agent page shows.
-pub fn agent_detail(state: &AdminState, uid: &str) -> Result<Value, Refused> {
+pub fn agent_detail(state: &AdminState, uid: &str) -> Result<Value, ApiError> {
     let uid = parse_uid(uid)?;
     let record = state
         .fleet
         .record(&uid)
-        .ok_or_else(|| (StatusCode::NOT_FOUND, format!("no agent {uid}")))?;
+        .ok_or_else(|| ApiError::not_found(format!("no agent {uid}")))?;
     let rec = record.lock().unwrap_or_else(|e| e.into_inner());
     let summary = state.fleet.summary(&rec);
     let shown = |text: &str| {
@@ -267,7 +172,8 @@ pub fn agent_detail(state: &AdminState, uid: &str) -> Result<Value, Refused> {
         diff,
         health,
     };
-    serde_json::to_value(detail).map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    serde_json::to_value(detail)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// A unified diff of the desired files against the effective ones. The Supervisor reports its
@@ -338,10 +244,8 @@ pub async fn events(State(state): State<AdminState>, RawQuery(raw): RawQuery) ->
             "limit" => match value.parse::<usize>() {
                 Ok(n) => limit = n.min(MAX_LIMIT),
                 Err(_) => {
-                    return json_error(
-                        StatusCode::BAD_REQUEST,
-                        format!("limit `{value}` is not a number"),
-                    )
+                    return ApiError::bad_request(format!("limit `{value}` is not a number"))
+                        .into_response()
                 }
             },
             _ => {}
@@ -350,37 +254,24 @@ pub async fn events(State(state): State<AdminState>, RawQuery(raw): RawQuery) ->
     Json(state.audit.recent(agent.as_deref(), limit)).into_response()
 }
 
-fn action_error(e: ActionError) -> Response {
-    match e {
-        ActionError::NotFound => json_error(StatusCode::NOT_FOUND, e.to_string()),
-        ActionError::Conflict(_) => json_error(StatusCode::CONFLICT, e.to_string()),
-        ActionError::Busy => json_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-    }
-}
-
-async fn act(state: AdminState, headers: HeaderMap, uid: String, action: AgentAction) -> Response {
-    let token = match require_admin(&state, &headers) {
-        Ok(name) => name,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let uid = match parse_uid(&uid) {
-        Ok(u) => u,
-        Err(refusal) => return refused(refusal),
-    };
-    match state.fleet.act(&uid, action) {
-        Ok(()) => {
-            state.audit.record(AuditKind::AdminAction {
-                action: match action {
-                    AgentAction::Push => AdminAction::Push,
-                    AgentAction::Restart => AdminAction::Restart,
-                },
-                agent: Some(uid.to_string()),
-                token,
-            });
-            (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
-        }
-        Err(e) => action_error(e),
-    }
+async fn act(
+    state: AdminState,
+    headers: HeaderMap,
+    uid: String,
+    action: AgentAction,
+) -> Result<Response, ApiError> {
+    let token = require_admin(&state, &headers)?;
+    let uid = parse_uid(&uid)?;
+    state.fleet.act(&uid, action)?;
+    state.audit.record(AuditKind::AdminAction {
+        action: match action {
+            AgentAction::Push => AdminAction::Push,
+            AgentAction::Restart => AdminAction::Restart,
+        },
+        agent: Some(uid.to_string()),
+        token,
+    });
+    Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response())
 }
 
 pub async fn push(
@@ -388,7 +279,9 @@ pub async fn push(
     headers: HeaderMap,
     Path(uid): Path<String>,
 ) -> Response {
-    act(state, headers, uid, AgentAction::Push).await
+    act(state, headers, uid, AgentAction::Push)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }
 
 pub async fn restart(
@@ -396,5 +289,7 @@ pub async fn restart(
     headers: HeaderMap,
     Path(uid): Path<String>,
 ) -> Response {
-    act(state, headers, uid, AgentAction::Restart).await
+    act(state, headers, uid, AgentAction::Restart)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
 }

@@ -6,7 +6,7 @@
 //! interpolation; the script only ever writes data with `textContent`; and a strict Content
 //! Security Policy (scripts from this origin only, no inline code) backs both up.
 
-use super::{api, AdminState};
+use super::{api, listing, AdminState};
 use crate::fleet::status::Status;
 use crate::fleet::view::AgentSummary;
 use axum::extract::{Path, RawQuery, State};
@@ -222,7 +222,7 @@ fn page_href(query: &RawFilters, offset: usize) -> String {
     if offset > 0 {
         out.append_pair("offset", &offset.to_string());
     }
-    if query.limit != api::DEFAULT_LIMIT {
+    if query.limit != listing::DEFAULT_LIMIT {
         out.append_pair("limit", &query.limit.to_string());
     }
     format!("/?{}", out.finish())
@@ -239,7 +239,7 @@ struct RawFilters {
 }
 
 async fn index(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Response {
-    let query = match api::AgentQuery::parse(raw.as_deref()) {
+    let query = match listing::AgentQuery::parse(raw.as_deref()) {
         Ok(q) => q,
         Err(e) => return error_page(&state, StatusCode::BAD_REQUEST, e),
     };
@@ -257,12 +257,11 @@ async fn index(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Resp
         }
     }
     let all = state.fleet.summaries();
-    let matching: Vec<&AgentSummary> = all.iter().filter(|a| query.matches(a)).collect();
-    let total = matching.len();
-    let rows: Vec<Row> = matching
+    let listed = listing::page(&all, &query);
+    let total = listed.total;
+    let rows: Vec<Row> = listed
+        .agents
         .into_iter()
-        .skip(query.offset)
-        .take(query.limit)
         .map(|agent| {
             let (key_attributes, more_attributes) = key_attributes(agent);
             Row {
@@ -306,7 +305,7 @@ async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> Resp
     // The same data the API serves, so the page shows exactly what `GET /api/agents/{uid}` does.
     let detail = match api::agent_detail(&state, &uid) {
         Ok(d) => d,
-        Err((status, message)) => return error_page(&state, status, message),
+        Err(e) => return error_page(&state, e.status, e.message),
     };
     page(
         StatusCode::OK,

@@ -3,6 +3,8 @@
 
 pub mod api;
 pub mod dashboard;
+pub mod error;
+pub mod listing;
 pub mod read_auth;
 pub mod webhook;
 
@@ -16,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use error::ApiError;
 use serde_json::json;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -60,6 +63,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/events", get(api::events))
         .route("/metrics", get(metrics))
         .merge(dashboard::routes())
+        .fallback(not_found)
         .route_layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::count_requests,
@@ -69,6 +73,14 @@ pub fn router(state: AdminState) -> Router {
             bounded_request,
         ))
         .with_state(state)
+}
+
+/// A path no route serves: the API's JSON error under `/api/`, plain text elsewhere.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::not_found(format!("no endpoint {method} {}", uri.path())).into_response();
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
 /// Every admin request is read whole before its handler runs: within the body deadline and the
@@ -81,10 +93,11 @@ async fn bounded_request(
     if request.extensions().get::<ReserveSlot>().is_some()
         && !PROBE_PATHS.contains(&request.uri().path())
     {
-        let mut response = json_error(
+        let mut response = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "the admin listener is at its connection limit: only probes are answered",
-        );
+        )
+        .into_response();
         response
             .headers_mut()
             .insert(axum::http::header::RETRY_AFTER, 5.into());
@@ -92,13 +105,14 @@ async fn bounded_request(
     }
     let (parts, body) = request.into_parts();
     let too_large = || {
-        json_error(
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "the request body is larger than {} MiB",
                 MAX_BODY_BYTES >> 20
             ),
         )
+        .into_response()
     };
     if axum::body::HttpBody::size_hint(&body).lower() > MAX_BODY_BYTES as u64 {
         return too_large();
@@ -108,16 +122,15 @@ async fn bounded_request(
     {
         Ok(Ok(bytes)) => bytes,
         Ok(Err(e)) => {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                format!("the request body could not be read: {e}"),
-            )
+            return ApiError::bad_request(format!("the request body could not be read: {e}"))
+                .into_response()
         }
         Err(_) => {
-            return json_error(
+            return ApiError::new(
                 StatusCode::REQUEST_TIMEOUT,
                 format!("the request body did not arrive within {body_timeout:?}"),
             )
+            .into_response()
         }
     };
     next.run(axum::extract::Request::from_parts(
@@ -152,37 +165,21 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// `{"error": message}` with a status code.
-pub fn json_error(status: StatusCode, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": message.into()}))).into_response()
-}
-
-/// Why an admin request was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: StatusCode,
-    pub message: &'static str,
-}
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        json_error(self.status, self.message)
-    }
-}
-
 /// The admin token's name, or why the request is refused.
-pub fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<String, Refusal> {
+pub fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<String, ApiError> {
     let Some(tokens) = &state.admin_tokens else {
-        return Err(Refusal {
-            status: StatusCode::FORBIDDEN,
-            message: "mutating endpoints are disabled: start the server with --admin-token-file to enable them",
-        });
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "mutating endpoints are disabled: start the server with --admin-token-file to enable them",
+        ));
     };
     auth::bearer(headers)
         .and_then(|presented| tokens.check(presented))
-        .ok_or(Refusal {
-            status: StatusCode::UNAUTHORIZED,
-            message: "a valid admin token is required (Authorization: Bearer <token>)",
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "a valid admin token is required (Authorization: Bearer <token>)",
+            )
         })
 }
 

@@ -74,8 +74,9 @@ pub async fn require_read_token(
     if wants_html {
         return (StatusCode::UNAUTHORIZED, Html(SIGN_IN)).into_response();
     }
-    crate::admin::json_error(
+    crate::admin::error::ApiError::new(
         StatusCode::UNAUTHORIZED,
         "this server requires an admin token for reads too (--admin-read-auth): send Authorization: Bearer <token>",
     )
+    .into_response()
 }

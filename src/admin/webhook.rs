@@ -2,7 +2,8 @@
 //! (`X-Gitlab-Token`) and Gitea/Forgejo (`X-Gitea-Signature`), checked in constant time against
 //! the webhook secret. A push to the tracked branch triggers an immediate fetch.
 
-use super::{json_error, AdminState};
+use super::error::ApiError;
+use super::AdminState;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -79,30 +80,33 @@ fn event(headers: &HeaderMap) -> String {
 
 pub async fn receive(State(state): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(secret_file) = &state.webhook_secret_file else {
-        return json_error(
+        return ApiError::new(
             StatusCode::FORBIDDEN,
             "the webhook is disabled: start the server with --webhook-secret-file to enable it",
-        );
+        )
+        .into_response();
     };
     let secret = match std::fs::read_to_string(secret_file) {
         Ok(s) => s.trim().to_owned(),
         Err(e) => {
             tracing::error!(file = %secret_file.display(), error = %e, "cannot read the webhook secret");
-            return json_error(
+            return ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the webhook secret cannot be read",
-            );
+            )
+            .into_response();
         }
     };
     let forge = match verify(&headers, &body, &secret) {
         Verdict::Valid(forge) => forge,
         Verdict::Missing => {
             tracing::warn!("webhook without a signature refused");
-            return json_error(StatusCode::UNAUTHORIZED, "missing webhook signature (X-Hub-Signature-256, X-Gitlab-Token or X-Gitea-Signature)");
+            return ApiError::new(StatusCode::UNAUTHORIZED, "missing webhook signature (X-Hub-Signature-256, X-Gitlab-Token or X-Gitea-Signature)").into_response();
         }
         Verdict::Invalid => {
             tracing::warn!("webhook with a bad signature refused");
-            return json_error(StatusCode::UNAUTHORIZED, "bad webhook signature");
+            return ApiError::new(StatusCode::UNAUTHORIZED, "bad webhook signature")
+                .into_response();
         }
     };
     let event = event(&headers);
