@@ -289,7 +289,7 @@ impl Fleet {
         let mut rec = lock(&record);
         rec.uid_bytes = uid_bytes.clone();
         rec.last_seen = SystemTime::now();
-        rec.last_seen_at = Instant::now();
+        rec.last_heard = Instant::now();
         rec.transport = connection.transport;
         rec.connected = true;
         if connection.token_name.is_some() {
@@ -572,7 +572,7 @@ impl Fleet {
             rec.transport == Transport::Http || rec.state.has(agent_caps::REPORTS_HEARTBEAT);
         rec.connected
             && expects_messages
-            && rec.last_seen_at.elapsed() > self.config.heartbeat_interval * 3
+            && rec.last_heard.elapsed() > self.config.heartbeat_interval * 3
     }
 
     /// Forgets every agent (the fuzz harness keeps its registry small with it).
@@ -590,7 +590,7 @@ impl Fleet {
         let before = agents.len();
         agents.retain(|_, record| {
             let rec = lock(record);
-            rec.session.is_some() || rec.last_seen_at.elapsed() < ttl
+            rec.session.is_some() || rec.last_heard.elapsed() < ttl
         });
         before - agents.len()
     }

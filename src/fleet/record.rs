@@ -59,7 +59,7 @@ pub struct AgentRecord {
     pub session: Option<LiveSession>,
     pub first_seen: SystemTime,
     pub last_seen: SystemTime,
-    pub last_seen_at: Instant,
+    pub last_heard: Instant,
     pub token_name: Option<String>,
     /// The last config offered and when, to measure push-to-applied latency.
     pub offered_at: Option<(ConfigHash, Instant)>,
@@ -83,7 +83,7 @@ impl AgentRecord {
             session: None,
             first_seen: SystemTime::now(),
             last_seen: SystemTime::now(),
-            last_seen_at: Instant::now(),
+            last_heard: Instant::now(),
             token_name: None,
             offered_at: None,
             render_error_revision: None,

@@ -2,7 +2,7 @@
 //! when fleet.yaml and every template compile and every sample agent renders, validates, matches
 //! its expected rule and its golden files. Anything less is a list of diagnostics and no revision.
 
-use super::fleet::{Fleet, RuleOutput, FLEET_FILE};
+use super::fleet::{FleetSpec, RuleOutput, FLEET_FILE};
 use super::render::{Desired, DesiredConfig, Revision};
 use super::samples::{self, GoldenSpec, Sample};
 use super::snapshot::Snapshot;
@@ -79,7 +79,7 @@ pub fn compile(
                     .push(Diagnostic::error("fleet.yaml is not valid UTF-8").in_file(FLEET_FILE));
                 None
             }
-            Ok(text) => match Fleet::parse(text) {
+            Ok(text) => match FleetSpec::parse(text) {
                 Ok(fleet) => Some(fleet),
                 Err(errors) => {
                     diagnostics.extend(errors);
@@ -316,7 +316,7 @@ fn first_difference_line(a: &str, b: &str) -> usize {
 }
 
 /// Templates no rule names, directly or through an include, import or extends of a used one.
-fn unused_templates(fleet: &Fleet, templates: &Templates) -> Vec<String> {
+fn unused_templates(fleet: &FleetSpec, templates: &Templates) -> Vec<String> {
     let mut used: BTreeSet<String> = fleet
         .rules
         .iter()

@@ -77,11 +77,11 @@ pub struct Rule {
 }
 
 #[derive(Debug, Clone)]
-pub struct Fleet {
+pub struct FleetSpec {
     pub rules: Vec<Rule>,
 }
 
-impl Fleet {
+impl FleetSpec {
     /// The first rule whose selector holds for these attributes.
     pub fn rule_for(&self, attributes: &BTreeMap<String, String>) -> Option<(usize, &Rule)> {
         self.rules
@@ -90,7 +90,7 @@ impl Fleet {
             .find(|(_, rule)| rule.selector.matches(attributes))
     }
 
-    pub fn parse(source: &str) -> Result<Fleet, Vec<Diagnostic>> {
+    pub fn parse(source: &str) -> Result<FleetSpec, Vec<Diagnostic>> {
         let raw: RawFleet =
             serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(FLEET_FILE, &e)])?;
         let defaults = Value::Object(raw.defaults.and_then(|d| d.vars).unwrap_or_default());
@@ -164,7 +164,7 @@ impl Fleet {
             });
         }
         if errors.is_empty() {
-            Ok(Fleet { rules })
+            Ok(FleetSpec { rules })
         } else {
             Err(errors)
         }
@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn vars_are_deep_merged_over_defaults() {
-        let fleet = Fleet::parse(
+        let fleet = FleetSpec::parse(
             "defaults:\n  vars: {a: 1, nested: {x: 1, y: 2}}\nrules:\n  - name: r\n    match: {}\n    template: t.j2\n    vars: {nested: {y: 3}, b: 2}\n",
         )
         .unwrap();
@@ -263,7 +263,7 @@ mod tests {
 
     #[test]
     fn first_matching_rule_wins() {
-        let fleet = Fleet::parse(
+        let fleet = FleetSpec::parse(
             "rules:\n  - name: prod\n    match: {environment: production}\n    template: a.j2\n  - name: all\n    match: {}\n    template: b.j2\n",
         )
         .unwrap();
@@ -274,7 +274,7 @@ mod tests {
 
     #[test]
     fn duplicate_names_are_reported_at_their_line() {
-        let errors = Fleet::parse(
+        let errors = FleetSpec::parse(
             "rules:\n  - name: a\n    match: {}\n    template: a.j2\n  - name: a\n    match: {}\n    template: a.j2\n",
         )
         .unwrap_err();
@@ -285,20 +285,20 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors_with_a_line() {
-        let errors =
-            Fleet::parse("rules:\n  - name: a\n    match: {}\n    tempalte: a.j2\n").unwrap_err();
+        let errors = FleetSpec::parse("rules:\n  - name: a\n    match: {}\n    tempalte: a.j2\n")
+            .unwrap_err();
         assert_eq!(errors[0].line, Some(4), "{errors:?}");
         assert!(errors[0].message.contains("tempalte"), "{errors:?}");
     }
 
     #[test]
     fn a_rule_needs_exactly_one_of_template_and_files() {
-        let both = Fleet::parse(
+        let both = FleetSpec::parse(
             "rules:\n  - name: a\n    match: {}\n    template: a.j2\n    files: {x.yaml: b.j2}\n",
         )
         .unwrap_err();
         assert!(both[0].message.contains("both"));
-        let neither = Fleet::parse("rules:\n  - name: a\n    match: {}\n").unwrap_err();
+        let neither = FleetSpec::parse("rules:\n  - name: a\n    match: {}\n").unwrap_err();
         assert!(neither[0].message.contains("neither"));
     }
 }

@@ -3,7 +3,7 @@
 //! are memoised by the agent fields they read, validation verdicts by hash.
 
 use super::agent::{AgentInfo, ReadKey, ReadLog};
-use super::fleet::{deep_merge, yaml_error, Fleet, Rule};
+use super::fleet::{deep_merge, yaml_error, FleetSpec, Rule};
 use super::hash::{config_hash, ConfigHash};
 use super::locate::{line_offset, locate_path, template_line};
 use super::template::{RenderContext, Templates, TEMPLATES_DIR};
@@ -62,7 +62,7 @@ struct RuleMemo {
 /// An immutable, compiled config repository at one revision.
 pub struct Revision {
     pub id: String,
-    pub fleet: Fleet,
+    pub fleet: FleetSpec,
     pub(super) templates: Templates,
     pub(super) validator: Validator,
     memo: Vec<Mutex<RuleMemo>>,
@@ -76,7 +76,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Revision {
     pub(super) fn new(
         id: String,
-        fleet: Fleet,
+        fleet: FleetSpec,
         templates: Templates,
         validator: Validator,
     ) -> Revision {

@@ -2,7 +2,7 @@
 //! of its content, so an unchanged directory is an unchanged revision; a debounced watcher turns
 //! an editor's atomic save or a burst of changes into one reload.
 
-use super::{Offered, RevisionStore};
+use super::{RevisionStore, Submitted};
 use crate::repo::Snapshot;
 use notify::RecursiveMode;
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
@@ -30,11 +30,11 @@ impl DirSource {
     }
 
     /// Reads the directory and offers it to the store.
-    pub fn sync(&self, store: &RevisionStore) -> Result<Offered, String> {
+    pub fn sync(&self, store: &RevisionStore) -> Result<Submitted, String> {
         match Snapshot::from_dir(&self.path) {
             Ok(snapshot) => {
                 let id = format!("dir:{}", &snapshot.digest()[..12]);
-                Ok(store.offer(&snapshot, &id, &self.path.display().to_string(), false))
+                Ok(store.submit(&snapshot, &id, &self.path.display().to_string(), false))
             }
             Err(e) => {
                 let error = format!("cannot read {}: {e}", self.path.display());

@@ -3,7 +3,7 @@
 //! The last commit that compiled is remembered so a restart can serve it while the remote is
 //! unreachable.
 
-use super::{Offered, RevisionStore};
+use super::{RevisionStore, Submitted};
 use crate::repo::snapshot::{escaping_link, resolve_link, SizeBudget};
 use crate::repo::Snapshot;
 use git2::{CertificateCheckStatus, Cred, FetchOptions, RemoteCallbacks, Repository};
@@ -218,7 +218,7 @@ impl GitSource {
     }
 
     /// Fetches and offers the tip to the store; a failure is recorded in the store, not fatal.
-    pub fn sync(&self, store: &RevisionStore) -> Result<Offered, GitError> {
+    pub fn sync(&self, store: &RevisionStore) -> Result<Submitted, GitError> {
         let fetched = self
             .fetch()
             .and_then(|(repo, commit)| Ok((self.snapshot(&repo, commit)?, commit)));
@@ -229,11 +229,11 @@ impl GitSource {
                 return Err(e);
             }
         };
-        let offered = store.offer(&snapshot, &commit.to_string(), &self.describe(), false);
-        if offered == Offered::Applied {
+        let submitted = store.submit(&snapshot, &commit.to_string(), &self.describe(), false);
+        if submitted == Submitted::Applied {
             self.remember(commit);
         }
-        Ok(offered)
+        Ok(submitted)
     }
 
     fn remember(&self, commit: git2::Oid) {
@@ -241,14 +241,14 @@ impl GitSource {
     }
 
     /// Serves the last commit that compiled, from the cache, when the remote cannot be reached.
-    pub fn load_cached(&self, store: &RevisionStore) -> Result<Offered, GitError> {
+    pub fn load_cached(&self, store: &RevisionStore) -> Result<Submitted, GitError> {
         let text = std::fs::read_to_string(self.last_good_path())
             .map_err(|_| GitError::Other("no cached revision".into()))?;
         let commit = git2::Oid::from_str(text.trim())?;
         let repo = Repository::open_bare(self.mirror_path())?;
         let snapshot = self.snapshot(&repo, commit)?;
         tracing::warn!(revision = %commit, "serving the last good revision from the cache");
-        Ok(store.offer(&snapshot, &commit.to_string(), &self.describe(), true))
+        Ok(store.submit(&snapshot, &commit.to_string(), &self.describe(), true))
     }
 }
 

@@ -56,7 +56,7 @@ pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::E
     s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
-/// The current revision and what happened to the last ones offered.
+/// The current revision and what happened to the last ones submitted.
 pub struct RevisionStore {
     sender: watch::Sender<Option<Arc<Revision>>>,
     status: Mutex<SourceStatus>,
@@ -68,9 +68,9 @@ pub struct RevisionStore {
     audit: Arc<AuditLog>,
 }
 
-/// What became of a snapshot offered to the store.
+/// What became of a snapshot submitted to the store.
 #[derive(Debug, PartialEq)]
-pub enum Offered {
+pub enum Submitted {
     /// It compiled and is now current.
     Applied,
     /// It is the revision already current.
@@ -111,7 +111,13 @@ impl RevisionStore {
     }
 
     /// Compiles `snapshot` and makes it current if it compiles.
-    pub fn offer(&self, snapshot: &Snapshot, id: &str, source: &str, from_cache: bool) -> Offered {
+    pub fn submit(
+        &self,
+        snapshot: &Snapshot,
+        id: &str,
+        source: &str,
+        from_cache: bool,
+    ) -> Submitted {
         let now = SystemTime::now();
         // A revision from the cache is no successful sync: the failure stays reported.
         if !from_cache {
@@ -129,12 +135,12 @@ impl RevisionStore {
             // The source is back at the content being served (a reverted directory, a branch
             // force-pushed back): a rejection of something else is no longer current.
             status.rejected = None;
-            return Offered::Unchanged;
+            return Submitted::Unchanged;
         }
         // A snapshot already rejected is rejected once: later polls cost a comparison, not a
         // compile, and leave the audit trail and the failure count alone.
         if let Some(rejected) = self.lock().rejected.as_ref().filter(|r| r.id == id) {
-            return Offered::Rejected(rejected.diagnostics.clone());
+            return Submitted::Rejected(rejected.diagnostics.clone());
         }
         let output = compile(snapshot, id, &self.options);
         let mut status = self.lock();
@@ -162,7 +168,7 @@ impl RevisionStore {
                     from_cache,
                 });
                 self.sender.send_replace(Some(revision));
-                Offered::Applied
+                Submitted::Applied
             }
             None => {
                 let diagnostics: Vec<Diagnostic> = output
@@ -193,7 +199,7 @@ impl RevisionStore {
                         .map(Diagnostic::human)
                         .unwrap_or_default(),
                 });
-                Offered::Rejected(diagnostics)
+                Submitted::Rejected(diagnostics)
             }
         }
     }

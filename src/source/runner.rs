@@ -4,7 +4,7 @@
 
 use super::dir::{DirSource, Watcher};
 use super::git::GitSource;
-use super::{Offered, RevisionStore};
+use super::{RevisionStore, Submitted};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -49,8 +49,10 @@ pub async fn initial_sync(source: &Arc<Source>, store: &Arc<RevisionStore>) -> b
         })
         .await;
         match cached {
-            Ok(Ok(Offered::Applied | Offered::Unchanged)) => {}
-            Ok(Ok(Offered::Rejected(_))) => tracing::error!("the cached revision does not compile"),
+            Ok(Ok(Submitted::Applied | Submitted::Unchanged)) => {}
+            Ok(Ok(Submitted::Rejected(_))) => {
+                tracing::error!("the cached revision does not compile")
+            }
             Ok(Err(e)) => {
                 tracing::error!(source = git.describe(), error = %e, "no revision: the tip cannot be served and nothing is cached")
             }
