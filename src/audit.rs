@@ -69,7 +69,7 @@ impl AuditKind {
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditEvent {
     pub id: u64,
-    #[serde(serialize_with = "crate::source::rfc3339")]
+    #[serde(serialize_with = "crate::diagnostics::rfc3339")]
     pub at: SystemTime,
     #[serde(flatten)]
     pub kind: AuditKind,

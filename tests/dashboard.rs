@@ -430,7 +430,7 @@ fn the_fleet_page_counts_filters_and_pages_the_fleet() {
     // Filters narrow the table in place (no reload: the page's own variable survives).
     b.exec("window.__samePage = 'yes'", json!([]));
     b.click(&b.find("#filter-status option[value=\"failed\"]"));
-    wait_rows(&b, "the status filter", &[pair(&staging, "failed")]);
+    wait_rows(&b, "the status filter", &[pair(staging, "failed")]);
     assert_eq!(
         b.exec("return location.search", json!([])),
         "?status=failed"
@@ -446,7 +446,7 @@ fn the_fleet_page_counts_filters_and_pages_the_fleet() {
     b.click(&b.find("#filter-rule option[value=\"\"]"));
     wait_rows(&b, "the rule filter cleared", &fleet);
     b.type_text(&b.find("#search"), "EU-West");
-    wait_rows(&b, "the search", &[pair(&eu, "applied")]);
+    wait_rows(&b, "the search", &[pair(eu, "applied")]);
     assert_eq!(b.exec("return location.search", json!([])), "?q=EU-West");
     b.exec(
         "const s = document.getElementById('search'); s.value = ''; s.dispatchEvent(new Event('input'));",

@@ -24,7 +24,7 @@ pub struct CurrentRevision {
     pub id: String,
     /// Where it came from: a directory path or a git URL and branch.
     pub source: String,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::diagnostics::rfc3339")]
     pub loaded_at: SystemTime,
     /// True when served from the local cache because the source was unreachable.
     pub from_cache: bool,
@@ -32,7 +32,7 @@ pub struct CurrentRevision {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LastSync {
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::diagnostics::rfc3339")]
     pub at: SystemTime,
     pub error: Option<String>,
 }
@@ -40,7 +40,7 @@ pub struct LastSync {
 #[derive(Debug, Clone, Serialize)]
 pub struct RejectedRevision {
     pub id: String,
-    #[serde(serialize_with = "rfc3339")]
+    #[serde(serialize_with = "crate::diagnostics::rfc3339")]
     pub at: SystemTime,
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -50,10 +50,6 @@ pub struct SourceStatus {
     pub current: Option<CurrentRevision>,
     pub last_sync: Option<LastSync>,
     pub rejected: Option<RejectedRevision>,
-}
-
-pub fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
 /// The current revision and what happened to the last ones submitted.
