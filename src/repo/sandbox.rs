@@ -102,6 +102,12 @@ where
         // SAFETY: in the child; `write_fd` is the pipe's write end.
         unsafe {
             libc::close(read_fd);
+            // Running out of room is an expected end here: the allocator's own message on
+            // stderr would read like the server's failure. The parent reports it instead.
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+            if null >= 0 {
+                libc::dup2(null, 2);
+            }
             let rlimit = libc::rlimit {
                 rlim_cur: ceiling,
                 rlim_max: ceiling,
