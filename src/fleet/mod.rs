@@ -2,6 +2,7 @@
 //! decides what each agent is sent. Level-triggered: at every message and every new revision,
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
+pub mod connections;
 pub mod limits;
 pub mod record;
 pub mod served;
@@ -22,6 +23,7 @@ use crate::options::parse_duration;
 use crate::repo::Desired;
 use crate::source::RevisionWatch;
 use bytes::Bytes;
+use connections::ConnectionIndex;
 use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
 use served::{desired_in, Served};
@@ -87,7 +89,7 @@ pub struct Fleet {
     revisions: RevisionWatch,
     agents: RwLock<HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>>,
     /// The uids each live WebSocket connection speaks for: its close releases every one.
-    connections: Mutex<HashMap<ConnectionId, Vec<InstanceUid>>>,
+    connections: ConnectionIndex,
     /// The revision served and its encoded configs, swapped when the watch changes.
     served: RwLock<Option<Arc<Served>>>,
     settings: Option<ConnectionSettingsOffers>,
@@ -122,7 +124,7 @@ impl Fleet {
             config,
             revisions,
             agents: RwLock::default(),
-            connections: Mutex::default(),
+            connections: ConnectionIndex::default(),
             served: RwLock::default(),
             settings,
             capabilities,
@@ -265,7 +267,7 @@ impl Fleet {
                 ))
             }
         };
-        if connection.commands.is_some() && !self.admit_on_connection(connection.id, uid) {
+        if connection.commands.is_some() && !self.connections.admit(connection.id, uid) {
             return Handled::Rejected(session::error_reply(
                 uid_bytes,
                 ServerErrorResponseType::BadRequest,
@@ -423,29 +425,9 @@ impl Fleet {
         new_uid
     }
 
-    /// Whether a WebSocket connection may speak for `uid`: those it already does, and new ones
-    /// up to [`MAX_AGENTS_PER_CONNECTION`].
-    fn admit_on_connection(&self, connection: ConnectionId, uid: InstanceUid) -> bool {
-        let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-        let uids = connections.entry(connection).or_default();
-        if uids.contains(&uid) {
-            return true;
-        }
-        if uids.len() >= MAX_AGENTS_PER_CONNECTION {
-            return false;
-        }
-        uids.push(uid);
-        true
-    }
-
     /// The agents a live WebSocket connection speaks for.
     pub fn connection_agents(&self, connection: ConnectionId) -> Vec<InstanceUid> {
-        self.connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&connection)
-            .cloned()
-            .unwrap_or_default()
+        self.connections.agents(connection)
     }
 
     /// The agent asked for a new uid: its record moves there, and so does the connection that
@@ -462,13 +444,7 @@ impl Fleet {
         agents.insert(new, record.clone());
         drop(agents);
         if let Some(connection) = connection {
-            let mut connections = self.connections.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(uid) = connections
-                .get_mut(&connection)
-                .and_then(|uids| uids.iter_mut().find(|u| **u == old))
-            {
-                *uid = new;
-            }
+            self.connections.rename(connection, old, new);
         }
         tracing::info!(old = %old, new = %new, "agent assigned a new instance uid");
     }
@@ -544,13 +520,7 @@ impl Fleet {
 
     /// A WebSocket closed: every agent it spoke for is no longer connected through it.
     pub fn connection_closed(&self, connection: ConnectionId) {
-        let uids = self
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&connection)
-            .unwrap_or_default();
-        for uid in uids {
+        for uid in self.connections.close(connection) {
             let Some(record) = self.record(&uid) else {
                 continue;
             };
