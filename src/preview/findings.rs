@@ -4,6 +4,7 @@
 //! the config does not define.
 
 use crate::repo::fleet::deep_merge;
+use crate::repo::validate::{ids, section};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -46,11 +47,8 @@ pub fn config_changes(before: Option<&Value>, after: Option<&Value>) -> Vec<Stri
     };
     let mut found = Vec::new();
     if let Some(before) = before {
-        for (section, noun) in SECTIONS {
-            let (old, new) = (
-                keys(section_of(before, section)),
-                keys(section_of(after, section)),
-            );
+        for (name, noun) in SECTIONS {
+            let (old, new) = (keys(section(before, name)), keys(section(after, name)));
             added_removed(&mut found, "", noun, &old, &new);
         }
         let (old, new) = (pipelines(before), pipelines(after));
@@ -69,10 +67,6 @@ pub fn config_changes(before: Option<&Value>, after: Option<&Value>) -> Vec<Stri
     found
 }
 
-fn section_of<'a>(config: &'a Value, name: &str) -> Option<&'a Map<String, Value>> {
-    config.get(name).and_then(Value::as_object)
-}
-
 fn pipelines(config: &Value) -> Option<&Map<String, Value>> {
     config
         .get("service")
@@ -82,18 +76,6 @@ fn pipelines(config: &Value) -> Option<&Map<String, Value>> {
 
 fn keys(map: Option<&Map<String, Value>>) -> Vec<String> {
     map.map(|m| m.keys().cloned().collect()).unwrap_or_default()
-}
-
-fn ids(value: Option<&Value>) -> Vec<String> {
-    value
-        .and_then(Value::as_array)
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn added_removed(
@@ -133,10 +115,7 @@ fn pipeline_changes(found: &mut Vec<String>, id: &str, old: &Value, new: &Value)
 
 /// `endpoint` and `*_endpoint` keys of exporters defined on both sides.
 fn endpoint_changes(found: &mut Vec<String>, before: &Value, after: &Value) {
-    let (Some(old), Some(new)) = (
-        section_of(before, "exporters"),
-        section_of(after, "exporters"),
-    ) else {
+    let (Some(old), Some(new)) = (section(before, "exporters"), section(after, "exporters")) else {
         return;
     };
     for (id, new_body) in new {
@@ -177,7 +156,7 @@ fn shown(value: &Value) -> String {
 
 /// Components that `service` names and the config does not define.
 fn undefined(config: &Value) -> Vec<String> {
-    let defined = |section: &str| keys(section_of(config, section));
+    let defined = |name: &str| keys(section(config, name));
     let connectors = defined("connectors");
     let mut found = Vec::new();
     for id in ids(config.get("service").and_then(|s| s.get("extensions"))) {

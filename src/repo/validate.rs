@@ -133,11 +133,13 @@ fn component_type(id: &str) -> &str {
     id.split('/').next().unwrap_or(id)
 }
 
-fn section<'a>(config: &'a Value, name: &str) -> Option<&'a Map<String, Value>> {
+/// A top-level section of a config (`receivers`, `exporters`…) as a map, if it is one.
+pub(crate) fn section<'a>(config: &'a Value, name: &str) -> Option<&'a Map<String, Value>> {
     config.get(name).and_then(Value::as_object)
 }
 
-fn ids(value: Option<&Value>) -> Vec<String> {
+/// The component ids of a list (a pipeline's `receivers`, say); anything else is none.
+pub(crate) fn ids(value: Option<&Value>) -> Vec<String> {
     value
         .and_then(Value::as_array)
         .map(|items| {
