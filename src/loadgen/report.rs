@@ -22,6 +22,17 @@ pub struct RefreshOutcome {
     pub error: Option<String>,
 }
 
+impl RefreshOutcome {
+    /// Takes in how the refresh task ended: the server's status, or why there was none.
+    pub fn settle(&mut self, result: Result<Result<u16, String>, tokio::task::JoinError>) {
+        match result {
+            Ok(Ok(status)) => self.status = Some(status),
+            Ok(Err(e)) => self.error = Some(e),
+            Err(e) => self.error = Some(e.to_string()),
+        }
+    }
+}
+
 /// Plain-HTTP request latencies, connect to last byte.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Latency {

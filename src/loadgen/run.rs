@@ -195,11 +195,7 @@ pub async fn run(options: Options, out: Output) -> Report {
             result = async { posting.as_mut().expect("guarded by the condition").await }, if posting.is_some() => {
                 posting = None;
                 if let Some(outcome) = refresh.as_mut() {
-                    match result {
-                        Ok(Ok(status)) => outcome.status = Some(status),
-                        Ok(Err(e)) => outcome.error = Some(e),
-                        Err(e) => outcome.error = Some(e.to_string()),
-                    }
+                    outcome.settle(result);
                     out.refreshed(outcome);
                 }
             }
