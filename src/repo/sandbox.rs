@@ -113,7 +113,13 @@ where
                 rlim_max: ceiling,
             };
             libc::setrlimit(libc::RLIMIT_AS, &rlimit);
-            let answer = serde_json::to_vec(&work()).unwrap_or_default();
+            // A panic must never unwind out of here: above this frame is a copy of the server,
+            // whose sockets the child shares.
+            let Ok(answer) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                serde_json::to_vec(&work()).unwrap_or_default()
+            })) else {
+                libc::_exit(3);
+            };
             let mut pipe = <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(write_fd);
             let code = if pipe.write_all(&answer).is_ok() {
                 0
@@ -233,6 +239,17 @@ mod tests {
     fn a_child_returns_its_answer() {
         let answer: Vec<String> = run(MAX_RENDER_MEMORY, || vec!["rendered".to_owned()]).unwrap();
         assert_eq!(answer, vec!["rendered".to_owned()]);
+    }
+
+    #[test]
+    fn a_child_that_panics_ends_there() {
+        let outcome: Result<u8, _> = run(MAX_RENDER_MEMORY, || panic!("in the child"));
+        assert_eq!(
+            outcome,
+            Err(SandboxFailure::Failed(
+                "the render process ended with status 3".into()
+            ))
+        );
     }
 
     #[test]
