@@ -52,6 +52,8 @@ pub enum AdminAction {
     Refresh,
     Push,
     Restart,
+    /// A disconnected agent forgotten (`DELETE /api/agents/{uid}`).
+    Forget,
 }
 
 impl AuditKind {

@@ -357,6 +357,53 @@ async fn restart_goes_to_agents_that_accept_it_and_is_409_otherwise() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_cannot_be_delivered_is_409_and_a_disconnected_agent_can_be_forgotten() {
+    let f = fixture().await;
+    // An agent that only reports: no AcceptsRemoteConfig.
+    let mut id = Identity::new(&[("environment", "dev")]);
+    id.capabilities &= !agent_caps::ACCEPTS_REMOTE_CONFIG;
+    let mut reporter = WsAgent::connect(f.server.opamp_addr, id).await;
+    let msg = reporter.id.full_state(&[], Unset);
+    reporter.exchange(msg).await;
+    let uid = reporter.id.uid_string();
+    let push = block(|| {
+        post(
+            f.server.admin_addr,
+            &format!("/api/agents/{uid}/push"),
+            &[ADMIN],
+            b"",
+        )
+    })
+    .await;
+    assert_eq!(push.status, 409, "{}", push.body);
+    assert!(push.body.contains("AcceptsRemoteConfig"), "{}", push.body);
+
+    let path = format!("/api/agents/{uid}");
+    let delete = |headers: &'static [(&'static str, &'static str)]| {
+        let path = path.clone();
+        let addr = f.server.admin_addr;
+        move || common::admin::request("DELETE", addr, &path, headers, b"")
+    };
+    const WITH_TOKEN: &[(&str, &str)] = &[ADMIN];
+    assert_eq!(block(delete(&[])).await.status, 401);
+    let connected = block(delete(WITH_TOKEN)).await;
+    assert_eq!(connected.status, 409, "{}", connected.body);
+    drop(reporter);
+    common::server::eventually(common::agent::WAIT, "the agent disconnected", || {
+        common::server::agent(&f.server, &uid)
+            .filter(|a| !a.connected)
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(block(delete(WITH_TOKEN)).await.status, 204);
+    assert!(common::server::agent(&f.server, &uid).is_none());
+    assert_eq!(block(delete(WITH_TOKEN)).await.status, 404);
+    let events = block(|| get(f.server.admin_addr, &format!("/api/events?agent={uid}"))).await;
+    assert!(events.body.contains("\"forget\""), "{}", events.body);
+    f.server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_show_their_match_template_and_counts() {
     let f = fixture().await;
     let _a = agent_reporting(&f.server, &[("environment", "production")], Applied, 0).await;

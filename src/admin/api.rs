@@ -274,6 +274,23 @@ async fn act(
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response())
 }
 
+/// `DELETE /api/agents/{uid}`: forgets a disconnected agent (204), refuses a connected one (409).
+pub async fn forget(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(uid): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let token = require_admin(&state, &headers)?;
+    let uid = parse_uid(&uid)?;
+    state.fleet.forget(&uid)?;
+    state.audit.record(AuditKind::AdminAction {
+        action: AdminAction::Forget,
+        agent: Some(uid.to_string()),
+        token,
+    });
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn push(
     State(state): State<AdminState>,
     headers: HeaderMap,

@@ -56,7 +56,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/agents", get(api::agents))
         .route("/api/summary", get(api::summary))
         .route("/api/attribute-sets", get(api::attribute_sets))
-        .route("/api/agents/{uid}", get(api::agent))
+        .route("/api/agents/{uid}", get(api::agent).delete(api::forget))
         .route("/api/agents/{uid}/push", post(api::push))
         .route("/api/agents/{uid}/restart", post(api::restart))
         .route("/api/rules", get(api::rules))

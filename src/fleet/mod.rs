@@ -480,6 +480,11 @@ impl Fleet {
         let record = self.record(uid).ok_or(ActionError::NotFound)?;
         let session = {
             let mut rec = lock(&record);
+            if !rec.state.has(agent_caps::ACCEPTS_REMOTE_CONFIG) {
+                return Err(ActionError::Conflict(
+                    "the agent does not accept remote config (no AcceptsRemoteConfig capability): a push cannot be delivered".into(),
+                ));
+            }
             rec.state.force_offer();
             rec.session.clone().filter(|_| rec.connected)
         };
@@ -534,6 +539,19 @@ impl Fleet {
                 rec.connected = false;
             }
         }
+    }
+
+    /// Forgets a disconnected agent now, as the TTL sweep would later.
+    pub fn forget(&self, uid: &InstanceUid) -> Result<(), ActionError> {
+        let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
+        let record = agents.get(uid).ok_or(ActionError::NotFound)?;
+        if lock(record).connected {
+            return Err(ActionError::Conflict(
+                "the agent is connected: only a disconnected agent can be forgotten".into(),
+            ));
+        }
+        agents.remove(uid);
+        Ok(())
     }
 
     /// Whether an agent has been silent for three heartbeat intervals.

@@ -23,8 +23,12 @@ pub fn request(
 ) -> Answer {
     let http = super::agent::http_client();
     let url = format!("http://{addr}{path}");
-    let mut response = if method == "GET" {
-        let mut r = http.get(&url);
+    let mut response = if method == "GET" || method == "DELETE" {
+        let mut r = if method == "GET" {
+            http.get(&url)
+        } else {
+            http.delete(&url)
+        };
         for (k, v) in headers {
             r = r.header(*k, *v);
         }
