@@ -7,24 +7,16 @@
 //! Usage: soak OPAMP_ADDR ADMIN_ADDR SERVER_PID SECONDS
 
 use futures_util::{SinkExt, StreamExt};
-use opamp_gitops::opamp::agent_caps::*;
 use opamp_gitops::opamp::proto::{
     AgentToServer, ComponentHealth, RemoteConfigStatus, RemoteConfigStatuses, ServerToAgent,
 };
-use opamp_gitops::opamp::FLAG_REQUEST_INSTANCE_UID;
+use opamp_gitops::opamp::{FLAG_REQUEST_INSTANCE_UID, SUPERVISED};
 use prost::Message as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-
-const CAPABILITIES: u64 = REPORTS_STATUS
-    | ACCEPTS_REMOTE_CONFIG
-    | REPORTS_EFFECTIVE_CONFIG
-    | REPORTS_REMOTE_CONFIG
-    | REPORTS_HEALTH
-    | REPORTS_HEARTBEAT;
 
 fn frame(msg: &AgentToServer) -> Message {
     let mut bytes = vec![0u8];
@@ -36,7 +28,7 @@ fn message(uid: &[u8], seq: u64) -> AgentToServer {
     AgentToServer {
         instance_uid: uid.to_vec().into(),
         sequence_num: seq,
-        capabilities: CAPABILITIES,
+        capabilities: SUPERVISED,
         ..Default::default()
     }
 }

@@ -36,6 +36,14 @@ async fn closed_by_server(stream: &mut TcpStream) {
     assert!(closed.is_ok(), "the server kept a silent connection open");
 }
 
+/// The server's options for serving `remote` over git, its mirror in `cache`.
+fn git_options(remote: &GitRemote, cache: &tempfile::TempDir) -> ServeOptions {
+    let mut options = ServeOptions::local(remote.work.path());
+    options.repo = remote.file_url();
+    options.cache_dir = cache.path().to_owned();
+    options
+}
+
 fn connected_agents(server: &opamp_gitops::server::Server) -> usize {
     server
         .fleet
@@ -277,12 +285,7 @@ async fn a_bomb_at_the_tip_is_rejected_and_a_restart_serves_the_last_good_revisi
     let remote = GitRemote::new();
     let good = remote.head();
     let cache = tempfile::tempdir().unwrap();
-    let options = || {
-        let mut o = ServeOptions::local(remote.work.path());
-        o.repo = remote.file_url();
-        o.cache_dir = cache.path().to_owned();
-        o
-    };
+    let options = || git_options(&remote, &cache);
     let server = start_with(options()).await;
     let base = remote.work.read("templates/base.yaml.j2");
     remote.work.write(
@@ -333,7 +336,6 @@ fn a_symlink_out_of_the_repository_is_a_compile_error_in_directory_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_symlink_out_of_the_repository_is_never_followed_in_git_mode() {
     let remote = GitRemote::new();
-    let good = remote.head();
     std::os::unix::fs::symlink(
         "../../../../etc/passwd",
         remote.work.file("templates/leak.j2"),
@@ -342,9 +344,7 @@ async fn a_symlink_out_of_the_repository_is_never_followed_in_git_mode() {
     let leak = remote.commit("a link out");
     remote.push();
     let cache = tempfile::tempdir().unwrap();
-    let mut options = ServeOptions::local(remote.work.path());
-    options.repo = remote.file_url();
-    options.cache_dir = cache.path().to_owned();
+    let options = git_options(&remote, &cache);
     // The first revision seen is the one with the link: nothing may be served from it.
     let server = start_with(options).await;
     let status = server.store.status();
@@ -360,7 +360,6 @@ async fn a_symlink_out_of_the_repository_is_never_followed_in_git_mode() {
         "{:?}",
         rejected.diagnostics
     );
-    let _ = good;
     server.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -377,9 +376,7 @@ async fn a_symlink_inside_the_repository_is_read_in_git_mode() {
     let linked = remote.commit("an alias");
     remote.push();
     let cache = tempfile::tempdir().unwrap();
-    let mut options = ServeOptions::local(remote.work.path());
-    options.repo = remote.file_url();
-    options.cache_dir = cache.path().to_owned();
+    let options = git_options(&remote, &cache);
     let server = start_with(options).await;
     let status = server.store.status();
     assert_eq!(
@@ -447,9 +444,7 @@ async fn a_huge_blob_is_refused_from_its_header_in_git_mode() {
     remote.commit("a huge blob");
     remote.push();
     let cache = tempfile::tempdir().unwrap();
-    let mut options = ServeOptions::local(remote.work.path());
-    options.repo = remote.file_url();
-    options.cache_dir = cache.path().to_owned();
+    let options = git_options(&remote, &cache);
     let server = start_with(options).await;
     let status = server.store.status();
     let error = status.last_sync.and_then(|s| s.error).unwrap_or_default();
@@ -486,8 +481,9 @@ async fn a_directory_restored_to_the_served_content_clears_its_rejection() {
             })
             .count()
     };
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(server.reload().await);
+    for _ in 0..3 {
+        assert!(server.reload().await);
+    }
     assert_eq!(failures(), 1);
     repo.write("fleet.yaml", &good);
     eventually(WAIT, "the rejection cleared", || {

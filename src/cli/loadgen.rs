@@ -160,15 +160,9 @@ pub fn run(args: &LoadgenArgs) -> i32 {
         }
     }
     let out = Output { json: options.json };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match super::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return exit::FAILED;
-        }
+        Err(code) => return code,
     };
     if !options.child {
         out.event(

@@ -19,6 +19,18 @@ pub mod exit {
     pub const USAGE: i32 = 2;
 }
 
+/// The multi-threaded runtime `serve` and `loadgen` run on, or exit code 1 with the reason on
+/// stderr.
+pub fn runtime() -> Result<tokio::runtime::Runtime, i32> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the runtime: {e}");
+            exit::FAILED
+        })
+}
+
 /// Reads a repository directory, or explains on stderr why it cannot (a usage error).
 pub fn read_repo_dir(dir: &Path) -> Result<Snapshot, i32> {
     if !dir.is_dir() {

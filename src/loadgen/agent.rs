@@ -4,7 +4,6 @@
 //! with the received files as its effective config), sends its full state when asked, and on a
 //! reconnect starts with a compressed message, as opamp-go's client does.
 
-use crate::opamp::agent_caps::*;
 use crate::opamp::proto::server_error_response::Details;
 use crate::opamp::proto::{
     any_value, AgentConfigMap, AgentDescription, AgentDisconnect, AgentToServer, AnyValue,
@@ -15,13 +14,7 @@ use crate::opamp::FLAG_REPORT_FULL_STATE;
 use bytes::Bytes;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// What an OpAMP Supervisor advertises for a Collector whose config is managed remotely.
-pub const SUPERVISED: u64 = REPORTS_STATUS
-    | ACCEPTS_REMOTE_CONFIG
-    | REPORTS_EFFECTIVE_CONFIG
-    | REPORTS_REMOTE_CONFIG
-    | REPORTS_HEALTH
-    | REPORTS_HEARTBEAT;
+pub use crate::opamp::SUPERVISED;
 
 #[derive(Debug)]
 pub struct AgentModel {

@@ -55,6 +55,14 @@ pub mod agent_caps {
     }
 }
 
+/// What the OpAMP Supervisor advertises for a Collector whose config is managed remotely.
+pub const SUPERVISED: u64 = agent_caps::REPORTS_STATUS
+    | agent_caps::ACCEPTS_REMOTE_CONFIG
+    | agent_caps::REPORTS_EFFECTIVE_CONFIG
+    | agent_caps::REPORTS_REMOTE_CONFIG
+    | agent_caps::REPORTS_HEALTH
+    | agent_caps::REPORTS_HEARTBEAT;
+
 /// Capability bits of `ServerToAgent.capabilities`.
 pub mod server_caps {
     pub const ACCEPTS_STATUS: u64 = 0x1;

@@ -3,7 +3,6 @@
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use opamp_gitops::opamp::agent_caps::*;
 use opamp_gitops::opamp::proto::{
     any_value, AgentConfigMap, AgentDescription, AgentToServer, AnyValue, ComponentHealth,
     EffectiveConfig, KeyValue, RemoteConfigStatus, RemoteConfigStatuses, ServerToAgent,
@@ -15,13 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-/// What an OpAMP Supervisor advertises.
-pub const SUPERVISED: u64 = REPORTS_STATUS
-    | ACCEPTS_REMOTE_CONFIG
-    | REPORTS_EFFECTIVE_CONFIG
-    | REPORTS_REMOTE_CONFIG
-    | REPORTS_HEALTH
-    | REPORTS_HEARTBEAT;
+pub use opamp_gitops::opamp::SUPERVISED;
 
 /// How long a test waits for a message it expects.
 pub const WAIT: Duration = Duration::from_secs(10);
