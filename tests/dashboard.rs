@@ -898,3 +898,66 @@ fn the_fleet_page_labels_sorts_fits_and_refreshes() {
     drop(agents);
     f.stop();
 }
+
+/// The events page lists the audit trail and filters it by kind and agent.
+#[test]
+fn the_events_page_lists_and_filters_the_audit_trail() {
+    let f = Fixture::start(true);
+    let agents = SevenAgents::connect(&f);
+    let us = agents.us.id.uid_string();
+    let b = Browser::start();
+    b.goto(&f.url("/events"));
+    wait_live(&b);
+    let kinds = |b: &Browser| -> Vec<String> {
+        serde_json::from_value(b.exec(
+            "return Array.from(document.querySelectorAll('#event-rows tr')).map(r => r.dataset.kind);",
+            json!([]),
+        ))
+        .unwrap()
+    };
+    let all = kinds(&b);
+    for kind in ["revision_applied", "config_sent", "status_reported"] {
+        assert!(all.iter().any(|k| k == kind), "{kind} in {all:?}");
+    }
+
+    // By kind: only configs sent, one per managed agent that got one.
+    b.exec(
+        "const s = document.getElementById('event-kind'); s.value = 'config_sent';\
+         s.dispatchEvent(new Event('change'));",
+        json!([]),
+    );
+    b.wait_for(
+        WAIT,
+        "only config_sent rows",
+        |b| {
+            let k = kinds(b);
+            (!k.is_empty() && k.iter().all(|k| k == "config_sent")).then_some(())
+        },
+        |b| format!("{:?}", kinds(b)),
+    );
+    let total = api(&f, "/api/events?kind=config_sent")["total"]
+        .as_u64()
+        .unwrap();
+    wait_text(&b, "#events-showing", &format!("of {total}"));
+
+    // And by agent: that agent's events only.
+    b.type_text(&b.find("#event-agent"), &us);
+    b.wait_for(
+        WAIT,
+        "one agent's config_sent rows",
+        |b| {
+            let agents: Vec<String> = serde_json::from_value(b.exec(
+                "return Array.from(document.querySelectorAll('#event-rows tr td.agent')).map(td => td.textContent);",
+                json!([]),
+            ))
+            .unwrap();
+            (!agents.is_empty() && agents.iter().all(|a| *a == us)).then_some(())
+        },
+        |b| format!("{:?}", kinds(b)),
+    );
+    assert!(b.url().contains("kind=config_sent"), "{}", b.url());
+    not_pwned(&b);
+    drop(b);
+    drop(agents);
+    f.stop();
+}
