@@ -25,10 +25,12 @@ pub enum Status {
     Unmanaged,
     /// The agent does not accept remote config.
     Unsupported,
+    /// Held back by a staged rollout: its wave is not admitted yet.
+    Waiting,
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Applied,
         Status::Applying,
         Status::Failed,
@@ -37,6 +39,7 @@ impl Status {
         Status::RenderError,
         Status::Unmanaged,
         Status::Unsupported,
+        Status::Waiting,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -49,6 +52,7 @@ impl Status {
             Status::RenderError => "render_error",
             Status::Unmanaged => "unmanaged",
             Status::Unsupported => "unsupported",
+            Status::Waiting => "waiting",
         }
     }
 

@@ -32,8 +32,11 @@ impl Fleet {
     pub fn summary(&self, rec: &AgentRecord) -> AgentSummary {
         let served = self.served();
         let desired = served::desired_in(served.as_deref(), &rec.info);
+        let summary_status = match status(&rec.state, &desired) {
+            Status::Pending if self.held(rec, &desired, served.as_deref()) => Status::Waiting,
+            other => other,
+        };
         let revision = served.map(|s| s.id().to_owned());
-        let summary_status = status(&rec.state, &desired);
         let desired_hash = match &desired {
             Desired::Config(c) => Some(c.hash_hex()),
             _ => None,

@@ -8,6 +8,7 @@ pub mod hash;
 pub mod locate;
 pub mod otelcol;
 pub mod render;
+pub mod rollout;
 pub mod samples;
 pub mod sandbox;
 pub mod selector;
