@@ -9,7 +9,7 @@ use crate::opamp::agent_caps;
 use crate::opamp::session::{sync_state, AgentState, SyncState};
 use crate::opamp::uid::InstanceUid;
 use crate::repo::fleet::FleetSpec;
-use crate::repo::rollout::{cohort, RolloutSpec};
+use crate::repo::rollout::RolloutSpec;
 use crate::repo::AgentInfo;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -96,13 +96,8 @@ pub fn placement<'a>(
     uid: &InstanceUid,
     info: &AgentInfo,
 ) -> Option<Placement<'a>> {
-    let rule = fleet.rules.iter().find(|r| r.name == rule)?;
-    let (scope, spec) = rule.rollout_in(fleet)?;
-    Some(Placement {
-        scope,
-        spec,
-        wave: spec.wave_of(cohort(uid.as_bytes()), &info.attributes),
-    })
+    let (scope, spec, wave) = fleet.placement(rule, uid.as_bytes(), &info.attributes)?;
+    Some(Placement { scope, spec, wave })
 }
 
 /// An agent that runs no config from this server yet: its full state reports an empty hash.

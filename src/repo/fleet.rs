@@ -114,6 +114,23 @@ impl FleetSpec {
             .find(|(_, rule)| rule.selector.matches(attributes))
     }
 
+    /// The rollout scope, plan and wave of an agent whose config comes from `rule`; `None`
+    /// when no rollout applies to it.
+    pub fn placement(
+        &self,
+        rule: &str,
+        uid16: &[u8; 16],
+        attributes: &BTreeMap<String, String>,
+    ) -> Option<(&str, &Arc<RolloutSpec>, usize)> {
+        let rule = self.rules.iter().find(|r| r.name == rule)?;
+        let (scope, spec) = rule.rollout_in(self)?;
+        Some((
+            scope,
+            spec,
+            spec.wave_of(rollout::cohort(uid16), attributes),
+        ))
+    }
+
     pub fn parse(source: &str) -> Result<FleetSpec, Vec<Diagnostic>> {
         let raw: RawFleet =
             serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(FLEET_FILE, &e)])?;

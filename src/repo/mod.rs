@@ -17,6 +17,6 @@ pub mod template;
 pub mod validate;
 
 pub use agent::AgentInfo;
-pub use compile::{compile, CompileOptions, CompileOutput, Summary};
+pub use compile::{compile, CompileOptions, CompileOutput, SampleReport, Summary};
 pub use render::{Desired, DesiredConfig, Revision};
 pub use snapshot::Snapshot;
