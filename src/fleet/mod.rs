@@ -102,6 +102,10 @@ pub struct Fleet {
     audit: Arc<AuditLog>,
     /// Staged rollouts: which waves each scope admits under the revision served.
     rollouts: rollout::Rollouts,
+    started: Instant,
+    /// When the registry last took in an agent it did not know (rollouts wait for the fleet
+    /// to reconnect after a start before they infer waves from it).
+    last_new_agent: Mutex<Instant>,
 }
 
 fn lock(record: &Mutex<AgentRecord>) -> MutexGuard<'_, AgentRecord> {
@@ -137,6 +141,8 @@ impl Fleet {
             metrics,
             audit,
             rollouts: rollout::Rollouts::default(),
+            started: Instant::now(),
+            last_new_agent: Mutex::new(Instant::now()),
         }
     }
 
@@ -250,6 +256,7 @@ impl Fleet {
             transport,
         )));
         agents.insert(uid, record.clone());
+        *self.last_new_agent.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         Some(record)
     }
 
@@ -547,6 +554,20 @@ impl Fleet {
         let Some(served) = self.served() else {
             return;
         };
+        // After a start the registry fills as agents reconnect: a wave that looks empty may
+        // only not have reconnected yet. Waves are inferred once no new agent came for a
+        // while, or a heartbeat interval (when every live agent has spoken) has passed.
+        let quiet = self
+            .last_new_agent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        let up = self.started.elapsed();
+        if up < self.config.heartbeat_interval.min(rollout::SETTLE_MAX)
+            && (up < rollout::SETTLE_QUIET || quiet < rollout::SETTLE_QUIET)
+        {
+            return;
+        }
         let spec = &served.revision.fleet;
         let mut scopes: BTreeMap<String, (Arc<RolloutSpec>, Vec<rollout::Observed>)> =
             BTreeMap::new();

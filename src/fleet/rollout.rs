@@ -16,6 +16,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+/// After a start, waves are inferred from the registry once no new agent came for this long...
+pub const SETTLE_QUIET: std::time::Duration = std::time::Duration::from_secs(2);
+/// ...or, at the latest, after the heartbeat interval, capped at this.
+pub const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// How often the tick runs: the granularity of soaks and admissions.
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
