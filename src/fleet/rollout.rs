@@ -172,6 +172,8 @@ struct Run {
     admitted: usize,
     /// How many waves the plan has (the canary slot included).
     waves: usize,
+    /// The admitted waves whose agents were pushed their config.
+    pushed: usize,
     /// When every admitted wave was first seen complete: the soak timer.
     complete_since: Option<Instant>,
     /// Whether an admitted wave had agents (an empty prefix needs no soak).
@@ -303,6 +305,7 @@ impl Rollouts {
                 revision: String::new(),
                 admitted: 0,
                 waves: 0,
+                pushed: 0,
                 complete_since: None,
                 soak_needed: false,
                 operator_paused: false,
@@ -310,9 +313,7 @@ impl Rollouts {
                 failed_now: Vec::new(),
                 state: RolloutState::None,
             });
-            let mut before = run.admitted;
             if run.revision != revision {
-                before = 0;
                 *run = Run {
                     revision: revision.to_owned(),
                     operator_paused: run.operator_paused,
@@ -320,6 +321,7 @@ impl Rollouts {
                 };
             }
             run.waves = tallies.len();
+            let before = run.pushed;
             step(run, &spec, &tallies, &observed, now, wall);
             run.failed_now = observed
                 .iter()
@@ -332,6 +334,7 @@ impl Rollouts {
                     to_push.push(o.uid);
                 }
             }
+            run.pushed = run.admitted;
             views.push(view(&scope, revision, run, &spec, tallies, &observed));
         }
         *self.views.write().unwrap_or_else(|e| e.into_inner()) = views;
@@ -391,6 +394,7 @@ fn resumed_run(revision: &str, tallies: &[WaveTally]) -> Run {
         revision: revision.to_owned(),
         admitted,
         waves: tallies.len(),
+        pushed: 0,
         complete_since: None,
         soak_needed: tallies[..admitted.min(tallies.len())]
             .iter()
