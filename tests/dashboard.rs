@@ -702,9 +702,9 @@ fn the_rules_page_matches_the_api_and_a_rejected_revision_shows_live() {
     );
     let fleet_yaml = f.repo.path().join("example-config-repo/fleet.yaml");
     let text = std::fs::read_to_string(&fleet_yaml).unwrap();
-    std::fs::write(&fleet_yaml, format!("{text}\nwaves: [5, 100]\n")).unwrap();
+    std::fs::write(&fleet_yaml, format!("{text}\nwavez: [5, 100]\n")).unwrap();
     let diagnostics = wait_text(&b, "#rejected-diagnostics", "fleet.yaml:");
-    assert!(diagnostics.contains("waves"), "{diagnostics}");
+    assert!(diagnostics.contains("wavez"), "{diagnostics}");
     assert_eq!(text_of(&b, "#rev-id"), revision);
     save_screenshot(&b, "dashboard-rejected.png", false);
 
