@@ -79,9 +79,9 @@ impl Sim {
                 let hash = rc.config_hash.to_vec();
                 got.lock().unwrap().push(hash.clone());
                 if behaviour.fail.lock().unwrap().contains(&hash) {
-                    let msg = ws
-                        .id
-                        .report(&hash, RemoteConfigStatuses::Failed, "exporter otlp: bad");
+                    let msg =
+                        ws.id
+                            .report(&hash, RemoteConfigStatuses::Failed, "exporter otlp: bad");
                     ws.send(msg).await;
                     continue;
                 }
@@ -167,10 +167,7 @@ async fn fixture(rollout: &str, thresholds: &[u32]) -> Fixture {
     let tokens = tempfile::tempdir().unwrap();
     std::fs::write(tokens.path().join("admin"), "alice:admin-token\n").unwrap();
     let repo = TestRepo::new();
-    repo.write(
-        "fleet.yaml",
-        &format!("{}{rollout}", common::repo::FLEET),
-    );
+    repo.write("fleet.yaml", &format!("{}{rollout}", common::repo::FLEET));
     let server = start_with(options(&repo, &tokens)).await;
     let behaviour = Arc::new(Behaviour::default());
     let mut sims = Vec::new();
@@ -180,7 +177,9 @@ async fn fixture(rollout: &str, thresholds: &[u32]) -> Fixture {
     let v1 = hash_now(&repo, "dev");
     // Agents that run nothing yet get the current config at once, whatever their wave.
     eventually(DEADLINE, "every agent runs the first revision", || {
-        sims.iter().all(|s| s.running() == v1 || s.running() == hash_now(&repo, "staging")).then_some(())
+        sims.iter()
+            .all(|s| s.running() == v1 || s.running() == hash_now(&repo, "staging"))
+            .then_some(())
     })
     .await;
     Fixture {
@@ -198,7 +197,11 @@ fn hash_now(repo: &TestRepo, environment: &str) -> Vec<u8> {
 
 /// A new revision: every agent's config changes (the batch timeout).
 async fn commit_timeout(f: &Fixture, from: &str, to: &str) -> (Vec<u8>, Vec<u8>) {
-    f.repo.edit("fleet.yaml", &format!("timeout: {from}"), &format!("timeout: {to}"));
+    f.repo.edit(
+        "fleet.yaml",
+        &format!("timeout: {from}"),
+        &format!("timeout: {to}"),
+    );
     assert!(f.server.reload().await, "the revision compiles");
     (hash_now(&f.repo, "dev"), hash_now(&f.repo, "staging"))
 }
@@ -264,18 +267,35 @@ async fn waves_move_in_order_after_their_soak_and_the_rollout_completes() {
     })
     .await;
     // The others are held: they keep the old hash and show as waiting, until the soak ends.
-    let held: Vec<&Sim> = f.sims.iter().filter(|s| s.wave > 0 && !s.got(&dev)).collect();
+    let held: Vec<&Sim> = f
+        .sims
+        .iter()
+        .filter(|s| s.wave > 0 && !s.got(&dev))
+        .collect();
     assert!(!held.is_empty());
     for s in f.sims.iter().filter(|s| s.wave >= 2) {
-        assert_eq!(s.running(), old_dev, "agent {} of wave {} moved early", s.uid, s.wave);
+        assert_eq!(
+            s.running(),
+            old_dev,
+            "agent {} of wave {} moved early",
+            s.uid,
+            s.wave
+        );
         assert_eq!(status_of(&f.server, &s.uid), "waiting");
     }
     let waiting = api(f.server.admin_addr, "/api/agents?status=waiting&limit=1000");
     assert!(waiting["total"].as_u64().unwrap() >= 2 * PER_WAVE as u64);
-    assert!(f.sims.iter().filter(|s| s.wave == 0).all(|s| s.running() != old_staging));
+    assert!(f
+        .sims
+        .iter()
+        .filter(|s| s.wave == 0)
+        .all(|s| s.running() != old_staging));
     let r = rollout(f.server.admin_addr);
     assert_eq!(r["scope"], "fleet");
-    assert!(["soaking", "progressing"].contains(&r["state"].as_str().unwrap()), "{r}");
+    assert!(
+        ["soaking", "progressing"].contains(&r["state"].as_str().unwrap()),
+        "{r}"
+    );
 
     eventually(DEADLINE, "the rollout completes", || {
         assert_waves_in_order(&f.sims, &dev, &staging);
@@ -290,9 +310,16 @@ async fn waves_move_in_order_after_their_soak_and_the_rollout_completes() {
     assert_eq!(r["applied"].as_u64().unwrap() as usize, f.sims.len());
     assert_eq!(r["waiting"], 0);
     assert_eq!(r["waves"].as_array().unwrap().len(), 4);
-    let metrics = tokio::task::block_in_place(|| common::admin::get(f.server.admin_addr, "/metrics")).body;
-    assert!(metrics.contains("opamp_gitops_rollout_state{scope=\"fleet\",state=\"complete\"} 1"), "{metrics}");
-    assert!(metrics.contains("opamp_gitops_rollout_wave{scope=\"fleet\"} 3"), "{metrics}");
+    let metrics =
+        tokio::task::block_in_place(|| common::admin::get(f.server.admin_addr, "/metrics")).body;
+    assert!(
+        metrics.contains("opamp_gitops_rollout_state{scope=\"fleet\",state=\"complete\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("opamp_gitops_rollout_wave{scope=\"fleet\"} 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains(&format!(
         "opamp_gitops_rollout_agents{{scope=\"fleet\",state=\"applied\"}} {}",
         f.sims.len()
@@ -301,7 +328,11 @@ async fn waves_move_in_order_after_their_soak_and_the_rollout_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_halt_at_max_failed_and_a_fix_commit_converges_everyone() {
-    let f = fixture("rollout:\n  waves: [25, 50, 100]\n  max_failed: 2\n", &WAVES).await;
+    let f = fixture(
+        "rollout:\n  waves: [25, 50, 100]\n  max_failed: 2\n",
+        &WAVES,
+    )
+    .await;
     // The next revision is one every agent fails to apply.
     let next_dev = {
         f.repo.edit("fleet.yaml", "timeout: 5s", "timeout: 7s");
@@ -323,7 +354,12 @@ async fn failures_halt_at_max_failed_and_a_fix_commit_converges_everyone() {
     let until = tokio::time::Instant::now() + Duration::from_millis(1500);
     while tokio::time::Instant::now() < until {
         for s in f.sims.iter().filter(|s| s.wave >= 2) {
-            assert!(!s.got(&dev), "agent {} of wave {} was sent the failing config", s.uid, s.wave);
+            assert!(
+                !s.got(&dev),
+                "agent {} of wave {} was sent the failing config",
+                s.uid,
+                s.wave
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -355,7 +391,10 @@ async fn an_agent_unhealthy_after_applying_counts_as_a_failure() {
     .await;
     let r = rollout(f.server.admin_addr);
     let message = r["failed_agents"][0]["message"].as_str().unwrap();
-    assert!(message.contains("unhealthy") && message.contains("exporter down"), "{r}");
+    assert!(
+        message.contains("unhealthy") && message.contains("exporter down"),
+        "{r}"
+    );
     for s in f.sims.iter().filter(|s| s.wave >= 2) {
         assert!(!s.got(&next), "agent {} of wave {} got it", s.uid, s.wave);
     }
@@ -363,7 +402,11 @@ async fn an_agent_unhealthy_after_applying_counts_as_a_failure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn paused_in_a_commit_stops_admissions_and_removing_it_resumes() {
-    let f = fixture("rollout:\n  waves: [25, 50, 100]\n  paused: false\n", &WAVES).await;
+    let f = fixture(
+        "rollout:\n  waves: [25, 50, 100]\n  paused: false\n",
+        &WAVES,
+    )
+    .await;
     let old = hash_now(&f.repo, "dev");
     f.repo.edit("fleet.yaml", "paused: false", "paused: true");
     let (dev, _) = commit_timeout(&f, "5s", "6s").await;
@@ -398,7 +441,11 @@ async fn promote_pause_and_resume_through_the_api() {
     .await;
     assert!(wave(2).all(|s| !s.got(&dev)));
     let (status, body) = post(addr, "/api/rollout/promote", &[ADMIN]);
-    assert_eq!((status, &body["scopes"][0]), (202, &Value::from("fleet")), "{body}");
+    assert_eq!(
+        (status, &body["scopes"][0]),
+        (202, &Value::from("fleet")),
+        "{body}"
+    );
     eventually(DEADLINE, "wave 2 admitted at once", || {
         wave(2).all(|s| s.running() == dev).then_some(())
     })
@@ -406,16 +453,28 @@ async fn promote_pause_and_resume_through_the_api() {
     assert!(wave(3).all(|s| !s.got(&dev)));
     let (status, _) = post(addr, "/api/rollout/pause?scope=fleet", &[ADMIN]);
     assert_eq!(status, 202);
-    eventually(DEADLINE, "paused", || (rollout(addr)["state"] == "paused").then_some(())).await;
+    eventually(DEADLINE, "paused", || {
+        (rollout(addr)["state"] == "paused").then_some(())
+    })
+    .await;
     let (status, _) = post(addr, "/api/rollout/promote?scope=nope", &[ADMIN]);
     assert_eq!(status, 404);
     let (status, _) = post(addr, "/api/rollout/resume", &[ADMIN]);
     assert_eq!(status, 202);
-    eventually(DEADLINE, "soaking again", || (rollout(addr)["state"] == "soaking").then_some(())).await;
-    assert!(wave(3).all(|s| !s.got(&dev)), "a resume does not skip the soak");
+    eventually(DEADLINE, "soaking again", || {
+        (rollout(addr)["state"] == "soaking").then_some(())
+    })
+    .await;
+    assert!(
+        wave(3).all(|s| !s.got(&dev)),
+        "a resume does not skip the soak"
+    );
     let (status, _) = post(addr, "/api/rollout/promote", &[ADMIN]);
     assert_eq!(status, 202);
-    eventually(DEADLINE, "complete", || (rollout(addr)["state"] == "complete").then_some(())).await;
+    eventually(DEADLINE, "complete", || {
+        (rollout(addr)["state"] == "complete").then_some(())
+    })
+    .await;
     let events = api(addr, "/api/events?limit=1000");
     let text = events.to_string();
     for kind in ["rollout_paused", "rollout_resumed", "rollout_promoted"] {
@@ -431,7 +490,11 @@ async fn a_restart_mid_rollout_pushes_nothing_to_held_agents_and_continues_from_
     f.repo.edit("fleet.yaml", "soak: 1s", "soak: 1h");
     let (dev, _) = commit_timeout(&f, "5s", "6s").await;
     eventually(DEADLINE, "wave 1 applied", || {
-        f.sims.iter().filter(|s| s.wave == 1).all(|s| s.running() == dev).then_some(())
+        f.sims
+            .iter()
+            .filter(|s| s.wave == 1)
+            .all(|s| s.running() == dev)
+            .then_some(())
     })
     .await;
     let sims = std::mem::take(&mut f.sims);
@@ -444,31 +507,51 @@ async fn a_restart_mid_rollout_pushes_nothing_to_held_agents_and_continues_from_
     let mut again = Vec::new();
     for s in &sims {
         again.push(
-            Sim::start(server.opamp_addr, s.id.clone(), s.wave, s.running(), f.behaviour.clone())
-                .await,
+            Sim::start(
+                server.opamp_addr,
+                s.id.clone(),
+                s.wave,
+                s.running(),
+                f.behaviour.clone(),
+            )
+            .await,
         );
     }
-    eventually(DEADLINE, "the new server sees wave 1 done and soaks", || {
-        let r = rollout(server.admin_addr);
-        (r["state"] == "soaking" && r["wave"] == 1).then_some(())
-    })
+    eventually(
+        DEADLINE,
+        "the new server sees wave 1 done and soaks",
+        || {
+            let r = rollout(server.admin_addr);
+            (r["state"] == "soaking" && r["wave"] == 1).then_some(())
+        },
+    )
     .await;
     eventually(DEADLINE, "every agent reported to the new server", || {
         again
             .iter()
-            .all(|s| common::server::agent(&server, &s.uid).is_some_and(|a| a.reported_hash.is_some()))
+            .all(|s| {
+                common::server::agent(&server, &s.uid).is_some_and(|a| a.reported_hash.is_some())
+            })
             .then_some(())
     })
     .await;
     for s in again.iter().filter(|s| s.wave >= 2) {
-        assert!(s.received.lock().unwrap().is_empty(), "held agent {} was sent a config", s.uid);
+        assert!(
+            s.received.lock().unwrap().is_empty(),
+            "held agent {} was sent a config",
+            s.uid
+        );
         assert_eq!(status_of(&server, &s.uid), "waiting");
     }
     // Promoting from here continues with wave 2, as the reports imply.
     let (status, _) = post(server.admin_addr, "/api/rollout/promote", &[ADMIN]);
     assert_eq!(status, 202);
     eventually(DEADLINE, "wave 2 moves", || {
-        again.iter().filter(|s| s.wave == 2).all(|s| s.running() == dev).then_some(())
+        again
+            .iter()
+            .filter(|s| s.wave == 2)
+            .all(|s| s.running() == dev)
+            .then_some(())
     })
     .await;
     assert!(again.iter().filter(|s| s.wave == 3).all(|s| !s.got(&dev)));
@@ -487,7 +570,16 @@ async fn two_replicas_give_each_agent_the_same_wave() {
     for s in &f.sims {
         let mut id = s.id.clone();
         id.sequence_num = 0;
-        twins.push(Sim::start(other.opamp_addr, id, s.wave, s.running(), f.behaviour.clone()).await);
+        twins.push(
+            Sim::start(
+                other.opamp_addr,
+                id,
+                s.wave,
+                s.running(),
+                f.behaviour.clone(),
+            )
+            .await,
+        );
     }
     let (dev, staging) = commit_timeout(&f, "5s", "6s").await;
     assert!(other.reload().await);
@@ -502,32 +594,54 @@ async fn two_replicas_give_each_agent_the_same_wave() {
         })
         .await;
     }
-    assert_eq!(moved(&f.sims), moved(&twins), "the replicas admitted different agents");
-    assert!(f.sims.iter().all(|s| s.got(&target(s, &dev, &staging)) == (s.wave == 0)));
+    assert_eq!(
+        moved(&f.sims),
+        moved(&twins),
+        "the replicas admitted different agents"
+    );
+    assert!(f
+        .sims
+        .iter()
+        .all(|s| s.got(&target(s, &dev, &staging)) == (s.wave == 0)));
     for server in [&f.server, &other] {
         let (status, _) = post(server.admin_addr, "/api/rollout/promote", &[ADMIN]);
         assert_eq!(status, 202);
     }
     for sims in [&f.sims, &twins] {
         eventually(DEADLINE, "wave 1 moves on both", || {
-            sims.iter().filter(|s| s.wave <= 1).all(|s| s.got(&target(s, &dev, &staging))).then_some(())
+            sims.iter()
+                .filter(|s| s.wave <= 1)
+                .all(|s| s.got(&target(s, &dev, &staging)))
+                .then_some(())
         })
         .await;
     }
     assert_eq!(moved(&f.sims), moved(&twins));
-    assert_eq!(rollout(f.server.admin_addr)["wave"], rollout(other.admin_addr)["wave"]);
+    assert_eq!(
+        rollout(f.server.admin_addr)["wave"],
+        rollout(other.admin_addr)["wave"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_a_rollout_section_every_agent_moves_at_once() {
     let f = fixture("", &WAVES).await;
-    assert_eq!(api(f.server.admin_addr, "/api/rollout")["rollouts"], Value::Array(vec![]));
+    assert_eq!(
+        api(f.server.admin_addr, "/api/rollout")["rollouts"],
+        Value::Array(vec![])
+    );
     let (dev, staging) = commit_timeout(&f, "5s", "6s").await;
     eventually(DEADLINE, "everyone moved", || {
-        f.sims.iter().all(|s| s.running() == target(s, &dev, &staging)).then_some(())
+        f.sims
+            .iter()
+            .all(|s| s.running() == target(s, &dev, &staging))
+            .then_some(())
     })
     .await;
-    assert!(f.sims.iter().all(|s| status_of(&f.server, &s.uid) == "applied"));
+    assert!(f
+        .sims
+        .iter()
+        .all(|s| status_of(&f.server, &s.uid) == "applied"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -542,7 +656,11 @@ async fn a_freeze_window_holds_a_new_revision_until_it_ends() {
         now.hour(),
         now.second() + 4
     );
-    f.repo.edit("fleet.yaml", "  waves: [25, 50, 100]\n", &format!("  waves: [25, 50, 100]\n{section}"));
+    f.repo.edit(
+        "fleet.yaml",
+        "  waves: [25, 50, 100]\n",
+        &format!("  waves: [25, 50, 100]\n{section}"),
+    );
     let (dev, _) = commit_timeout(&f, "5s", "6s").await;
     let r = eventually(DEADLINE, "frozen", || {
         let r = rollout(f.server.admin_addr);

@@ -23,7 +23,9 @@ use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
 use crate::opamp::uid::InstanceUid;
 use crate::opamp::{agent_caps, server_caps};
 use crate::options::parse_duration;
+use crate::repo::fleet::FLEET_SCOPE;
 use crate::repo::hash::ConfigHash;
+use crate::repo::rollout::RolloutSpec;
 use crate::repo::Desired;
 use crate::source::RevisionWatch;
 use bytes::Bytes;
@@ -32,8 +34,6 @@ use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
 use lineage::Lineage;
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
 use served::{desired_in, Served};
-use crate::repo::fleet::FLEET_SCOPE;
-use crate::repo::rollout::RolloutSpec;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -272,7 +272,10 @@ impl Fleet {
             transport,
         )));
         agents.insert(uid, record.clone());
-        *self.last_new_agent.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        *self
+            .last_new_agent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
         Some(record)
     }
 

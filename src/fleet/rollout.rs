@@ -263,10 +263,7 @@ impl Rollouts {
 
     /// The last tick's view of every scope.
     pub fn views(&self) -> Vec<RolloutView> {
-        self.views
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.views.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Moves every scope on from what the agents report. `scopes`: each scope of the revision
@@ -343,7 +340,11 @@ impl Rollouts {
 
     /// Carries out an operator's action on one scope, or every scope when `scope` is `None`.
     /// Returns the scopes acted on.
-    pub fn act(&self, action: RolloutAction, scope: Option<&str>) -> Result<Vec<String>, RolloutError> {
+    pub fn act(
+        &self,
+        action: RolloutAction,
+        scope: Option<&str>,
+    ) -> Result<Vec<String>, RolloutError> {
         let mut runs = self.runs.write().unwrap_or_else(|e| e.into_inner());
         if runs.is_empty() {
             return Err(RolloutError::NoRollout);
@@ -572,7 +573,12 @@ mod tests {
         assert_eq!(v.state, RolloutState::Progressing);
         assert_eq!((v.wave, v.waiting), (1, 1));
         assert_eq!(pushed, vec![InstanceUid::from_bytes([1; 16])]);
-        let applied = || vec![agent(1, 1, Standing::Applied), agent(2, 2, Standing::Moving)];
+        let applied = || {
+            vec![
+                agent(1, 1, Standing::Applied),
+                agent(2, 2, Standing::Moving),
+            ]
+        };
         let (v, pushed) = tick(&r, &s, applied(), t0 + Duration::from_secs(1));
         assert_eq!(v.state, RolloutState::Soaking);
         assert!(pushed.is_empty());
@@ -584,7 +590,10 @@ mod tests {
         let (v, _) = tick(
             &r,
             &s,
-            vec![agent(1, 1, Standing::Applied), agent(2, 2, Standing::Applied)],
+            vec![
+                agent(1, 1, Standing::Applied),
+                agent(2, 2, Standing::Applied),
+            ],
             t0 + Duration::from_secs(5),
         );
         assert_eq!(v.state, RolloutState::Complete);
@@ -643,7 +652,10 @@ mod tests {
         let s = spec("{ waves: [50, 100], paused: true }");
         let r = Rollouts::default();
         let (v, pushed) = tick(&r, &s, vec![agent(1, 1, Standing::Moving)], Instant::now());
-        assert_eq!((v.state, v.admitted, v.waiting), (RolloutState::Paused, 0, 1));
+        assert_eq!(
+            (v.state, v.admitted, v.waiting),
+            (RolloutState::Paused, 0, 1)
+        );
         assert!(pushed.is_empty());
         r.act(RolloutAction::Promote, Some("fleet")).unwrap();
         let (v, _) = tick(&r, &s, vec![agent(1, 1, Standing::Moving)], Instant::now());
@@ -651,7 +663,12 @@ mod tests {
 
         let frozen = spec("{ waves: [100], freeze: [{ schedule: \"* * * * *\", duration: 2m }] }");
         let r = Rollouts::default();
-        let (v, _) = tick(&r, &frozen, vec![agent(1, 1, Standing::Moving)], Instant::now());
+        let (v, _) = tick(
+            &r,
+            &frozen,
+            vec![agent(1, 1, Standing::Moving)],
+            Instant::now(),
+        );
         assert_eq!(v.state, RolloutState::Frozen);
     }
 
@@ -664,7 +681,11 @@ mod tests {
         let (v, _) = tick(
             &r,
             &s,
-            vec![gone, agent(2, 1, Standing::Applied), agent(3, 2, Standing::Moving)],
+            vec![
+                gone,
+                agent(2, 1, Standing::Applied),
+                agent(3, 2, Standing::Moving),
+            ],
             Instant::now(),
         );
         assert_eq!(v.wave, 2);
@@ -693,7 +714,10 @@ mod tests {
         let (v, pushed) = tick(
             &r,
             &s,
-            vec![agent(1, 1, Standing::Applied), agent(2, 2, Standing::Moving)],
+            vec![
+                agent(1, 1, Standing::Applied),
+                agent(2, 2, Standing::Moving),
+            ],
             Instant::now(),
         );
         assert_eq!((v.wave, v.state), (1, RolloutState::Soaking));

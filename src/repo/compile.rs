@@ -166,7 +166,9 @@ pub fn compile(
                 name: sample.name().to_owned(),
                 file: sample.file.clone(),
                 rule: rule.clone(),
-                rollout: rule.as_deref().and_then(|r| sample_rollout(&revision, r, sample)),
+                rollout: rule
+                    .as_deref()
+                    .and_then(|r| sample_rollout(&revision, r, sample)),
             });
             output.sample_rules.insert(sample.file.clone(), rule);
         }

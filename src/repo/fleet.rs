@@ -96,7 +96,10 @@ pub const FLEET_SCOPE: &str = "fleet";
 
 impl Rule {
     /// The rollout this rule's agents follow: the rule's own, else the fleet's; with its scope.
-    pub fn rollout_in<'a>(&'a self, fleet: &'a FleetSpec) -> Option<(&'a str, &'a Arc<RolloutSpec>)> {
+    pub fn rollout_in<'a>(
+        &'a self,
+        fleet: &'a FleetSpec,
+    ) -> Option<(&'a str, &'a Arc<RolloutSpec>)> {
         match (&self.rollout, &fleet.rollout) {
             (Some(own), _) => Some((self.name.as_str(), own)),
             (None, Some(fleet)) => Some((FLEET_SCOPE, fleet)),

@@ -195,13 +195,19 @@ pub(super) fn parse(
                 let at = (p.referenced.line() as usize).max(line);
                 let percent = p.value;
                 if !(percent > 0.0 && percent <= 100.0) {
-                    problem = Some((format!("rollout wave {percent} is not a percentage in (0, 100]"), at));
+                    problem = Some((
+                        format!("rollout wave {percent} is not a percentage in (0, 100]"),
+                        at,
+                    ));
                     break;
                 }
                 let bp = (percent * 100.0).round() as u32;
                 if out.last().is_some_and(|&prev| bp <= prev) {
                     problem = Some((
-                        format!("rollout waves must ascend: {percent} does not follow {}", *out.last().unwrap_or(&0) as f64 / 100.0),
+                        format!(
+                            "rollout waves must ascend: {percent} does not follow {}",
+                            *out.last().unwrap_or(&0) as f64 / 100.0
+                        ),
                         at,
                     ));
                     break;
@@ -331,7 +337,9 @@ fn duration_value(value: &Value) -> Result<Duration, String> {
     match value {
         Value::Number(n) => match n.as_f64() {
             Some(s) if s >= 0.0 => Ok(Duration::from_secs_f64(s)),
-            _ => Err(format!("{n} is negative: a soak is a duration of 0s or more")),
+            _ => Err(format!(
+                "{n} is negative: a soak is a duration of 0s or more"
+            )),
         },
         Value::String(s) if s.trim_start().starts_with('-') => Err(format!(
             "`{s}` is negative: a soak is a duration of 0s or more"
