@@ -523,7 +523,7 @@ fn check_prints_each_sample_agents_rollout_scope_and_wave() {
         .find(|a| a["name"] == "prod")
         .unwrap()
         .clone();
-    assert_eq!(prod["rollout"]["wave"].as_u64().is_some(), true);
+    assert!(prod["rollout"]["wave"].as_u64().is_some(), "{prod}");
 }
 
 #[test]
