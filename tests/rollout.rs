@@ -703,3 +703,38 @@ async fn disconnected_agents_never_keep_a_wave_from_completing() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_http_agent_of_a_newly_admitted_wave_gets_its_config_on_its_next_poll() {
+    let f = fixture("rollout:\n  waves: [25, 50, 100]\n  soak: 1h\n", &WAVES).await;
+    // An HTTP agent of the last wave, running the first revision.
+    let (mut id, _) = identities(&WAVES, false)
+        .into_iter()
+        .find(|(_, wave)| *wave == 3)
+        .unwrap();
+    let v1 = hash_now(&f.repo, "dev");
+    let http = common::agent::HttpAgent::new(f.server.opamp_addr, id.clone());
+    let msg = id.full_state(&v1, RemoteConfigStatuses::Applied);
+    let reply = common::block(|| http.exchange(msg)).await;
+    assert!(reply.remote_config.is_none());
+    let (dev, _) = commit_timeout(&f, "5s", "6s").await;
+    eventually(DEADLINE, "soaking after wave 1", || {
+        (rollout(f.server.admin_addr)["state"] == "soaking").then_some(())
+    })
+    .await;
+    let msg = id.heartbeat();
+    let reply = common::block(|| http.exchange(msg)).await;
+    assert!(reply.remote_config.is_none(), "held over HTTP too");
+    assert_eq!(status_of(&f.server, &id.uid_string()), "waiting");
+    for _ in 0..2 {
+        let (status, _) = post(f.server.admin_addr, "/api/rollout/promote", &[ADMIN]);
+        assert_eq!(status, 202);
+    }
+    let msg = id.heartbeat();
+    let reply = common::block(|| http.exchange(msg)).await;
+    assert_eq!(
+        reply.remote_config.map(|rc| rc.config_hash.to_vec()),
+        Some(dev),
+        "the next poll after its wave is admitted carries the config"
+    );
+}
