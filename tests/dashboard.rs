@@ -715,9 +715,9 @@ fn the_rules_page_matches_the_api_and_a_rejected_revision_shows_live() {
     );
     let fleet_yaml = f.repo.path().join("example-config-repo/fleet.yaml");
     let text = std::fs::read_to_string(&fleet_yaml).unwrap();
-    std::fs::write(&fleet_yaml, format!("{text}\nwaves: [5, 100]\n")).unwrap();
+    std::fs::write(&fleet_yaml, format!("{text}\nwavez: [5, 100]\n")).unwrap();
     let diagnostics = wait_text(&b, "#rejected-diagnostics", "fleet.yaml:");
-    assert!(diagnostics.contains("waves"), "{diagnostics}");
+    assert!(diagnostics.contains("wavez"), "{diagnostics}");
     assert_eq!(text_of(&b, "#rev-id"), revision);
     save_screenshot(&b, "dashboard-rejected.png", false);
 
@@ -957,6 +957,69 @@ fn the_events_page_lists_and_filters_the_audit_trail() {
     );
     assert!(b.url().contains("kind=config_sent"), "{}", b.url());
     not_pwned(&b);
+    drop(b);
+    drop(agents);
+    f.stop();
+}
+
+/// The fleet page's rollout panel: the current revision's waves with their progress, the held
+/// and applied counts, and the Promote button admitting the next wave.
+#[test]
+fn the_rollout_panel_shows_the_waves_and_promotes_through_the_api() {
+    let f = Fixture::start(true);
+    let dir = f.repo.path().join("example-config-repo");
+    let fleet_yaml = dir.join("fleet.yaml");
+    let text = std::fs::read_to_string(&fleet_yaml).unwrap();
+    std::fs::write(
+        &fleet_yaml,
+        format!("{text}\nrollout:\n  waves: [50, 100]\n  soak: 1h\n"),
+    )
+    .unwrap();
+    assert!(f.rt.block_on(f.server.reload()));
+    let mut agents = Vec::new();
+    for i in 0..12 {
+        let host = format!("host-{i}");
+        agents.push(f.connect(
+            &[
+                ("service.name", "otel-collector"),
+                ("environment", "production"),
+                ("region", "us-east-1"),
+                ("host.name", host.as_str()),
+            ],
+            Outcome::Applied,
+        ));
+    }
+    // A new revision: every agent's config changes; half of them wait behind wave 1.
+    let text = std::fs::read_to_string(&fleet_yaml).unwrap();
+    std::fs::write(
+        &fleet_yaml,
+        text.replacen("timeout: 10s", "timeout: 11s", 1),
+    )
+    .unwrap();
+    common::e2e::update_goldens(&dir);
+    assert!(f.rt.block_on(f.server.reload()));
+
+    let b = Browser::start();
+    b.goto(&f.url("/"));
+    wait_live(&b);
+    wait_text(&b, "#rollouts .rollout[data-scope=fleet] h3", "wave 1");
+    let counts = wait_text(&b, "#rollouts .rollout-counts", "held");
+    assert!(!counts.starts_with("0 held"), "{counts}");
+    assert_eq!(
+        b.find_all("#rollouts .wave").len(),
+        3,
+        "canary slot, 50 %, 100 %"
+    );
+    assert!(text_of(&b, "#rollouts .wave[data-wave='1']").contains("50 %"));
+    b.click(&b.find("#rollouts [data-rollout-action=promote]"));
+    wait_text(&b, "#sign-in-note", "admin token");
+    b.type_text(&b.find("#sign-in-token"), TOKEN);
+    b.click(&b.find("#sign-in-submit"));
+    wait_text(&b, "#rollout-message", "promote accepted");
+    wait_text(&b, "#rollouts .rollout[data-scope=fleet] h3", "wave 2");
+    wait_text(&b, "#rollouts .rollout-counts", "0 held");
+    let events = common::admin::get(f.server.admin_addr, "/api/events?limit=1000").body;
+    assert!(events.contains("rollout_promoted"), "{events}");
     drop(b);
     drop(agents);
     f.stop();
