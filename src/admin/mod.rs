@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod error;
 pub mod listing;
 pub mod read_auth;
+pub mod rollout;
 pub mod webhook;
 
 use crate::auth::{self, TokenFile};
@@ -61,6 +62,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/agents/{uid}/restart", post(api::restart))
         .route("/api/rules", get(api::rules))
         .route("/api/events", get(api::events))
+        .route("/api/rollout", get(rollout::list))
+        .route("/api/rollout/pause", post(rollout::pause))
+        .route("/api/rollout/resume", post(rollout::resume))
+        .route("/api/rollout/promote", post(rollout::promote))
         .route("/metrics", get(metrics))
         .merge(dashboard::routes())
         .fallback(not_found)
@@ -155,6 +160,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     for (labels, count) in counts {
         metrics.agents.get_or_create(&labels).set(count);
     }
+    metrics.set_rollouts(&state.fleet.rollouts());
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -12,6 +12,8 @@ use std::fmt;
 pub enum Status {
     /// The reported hash is the desired one and the agent says it applied it.
     Applied,
+    /// The agent reports the desired hash, but its effective config is no longer the desired one.
+    Drifted,
     Applying,
     /// The agent reported FAILED for the desired hash.
     Failed,
@@ -25,11 +27,14 @@ pub enum Status {
     Unmanaged,
     /// The agent does not accept remote config.
     Unsupported,
+    /// Held back by a staged rollout: its wave is not admitted yet.
+    Waiting,
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 10] = [
         Status::Applied,
+        Status::Drifted,
         Status::Applying,
         Status::Failed,
         Status::Pending,
@@ -37,11 +42,13 @@ impl Status {
         Status::RenderError,
         Status::Unmanaged,
         Status::Unsupported,
+        Status::Waiting,
     ];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Status::Applied => "applied",
+            Status::Drifted => "drifted",
             Status::Applying => "applying",
             Status::Failed => "failed",
             Status::Pending => "pending",
@@ -49,6 +56,7 @@ impl Status {
             Status::RenderError => "render_error",
             Status::Unmanaged => "unmanaged",
             Status::Unsupported => "unsupported",
+            Status::Waiting => "waiting",
         }
     }
 

@@ -8,6 +8,7 @@ pub mod hash;
 pub mod locate;
 pub mod otelcol;
 pub mod render;
+pub mod rollout;
 pub mod samples;
 pub mod sandbox;
 pub mod selector;
@@ -17,6 +18,6 @@ pub mod validate;
 pub mod yaml;
 
 pub use agent::AgentInfo;
-pub use compile::{compile, CompileOptions, CompileOutput, Summary};
+pub use compile::{compile, CompileOptions, CompileOutput, SampleReport, Summary};
 pub use render::{Desired, DesiredConfig, Revision};
 pub use snapshot::Snapshot;
