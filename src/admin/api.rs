@@ -35,7 +35,10 @@ pub async fn agents(
 
 /// `GET /api/summary`: counts by status, health and connection over the whole fleet.
 pub async fn summary(State(state): State<AdminState>) -> Response {
-    Json(crate::fleet::view::counts(&state.fleet.summaries())).into_response()
+    let counts = crate::fleet::view::counts(&state.fleet.summaries());
+    let mut body = serde_json::to_value(counts).unwrap_or_default();
+    body["store"] = json!(state.fleet.store_status());
+    Json(body).into_response()
 }
 
 /// Attribute text one page of `/api/attribute-sets` carries at most: a page ends early past it

@@ -3,7 +3,9 @@
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
 pub mod connections;
+pub mod history;
 pub mod limits;
+pub mod persist;
 pub mod record;
 pub mod served;
 pub mod status;
@@ -97,6 +99,8 @@ pub struct Fleet {
     next_connection: AtomicU64,
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
+    /// What the fleet store has not written yet (nothing without a store).
+    persist: persist::Persistence,
 }
 
 fn lock(record: &Mutex<AgentRecord>) -> MutexGuard<'_, AgentRecord> {
@@ -131,6 +135,7 @@ impl Fleet {
             next_connection: AtomicU64::new(1),
             metrics,
             audit,
+            persist: persist::Persistence::default(),
         }
     }
 
@@ -289,6 +294,7 @@ impl Fleet {
             return Handled::Unavailable { reply, retry_after };
         };
         let mut rec = lock(&record);
+        persist::continue_or_reset(&mut rec, msg.sequence_num);
         rec.uid_bytes = uid_bytes.clone();
         rec.last_seen = SystemTime::now();
         rec.last_heard = Instant::now();
@@ -328,10 +334,22 @@ impl Fleet {
             &intent,
             InstanceUid::new_v7,
         );
+        if let Some((hash, RemoteConfigStatuses::Applied, _)) = &received.status_report {
+            let rendered = matches!(&desired, Desired::Config(c) if c.hash[..] == hash[..]);
+            history::applied(
+                &mut rec,
+                hash,
+                revision.filter(|_| rendered),
+                SystemTime::now(),
+            );
+        }
         let new_uid = self.on_events(&mut rec, &events, revision);
         drop(rec);
+        self.persist.mark(uid);
         if let Some(new_uid) = new_uid {
             self.rekey(uid, new_uid, &record);
+            self.persist.mark_forgotten(uid);
+            self.persist.mark(new_uid);
         }
         Handled::Reply { uid, reply }
     }
@@ -537,6 +555,7 @@ impl Fleet {
             {
                 rec.session = None;
                 rec.connected = false;
+                self.persist.mark(uid);
             }
         }
     }
@@ -551,6 +570,7 @@ impl Fleet {
             ));
         }
         agents.remove(uid);
+        self.persist.mark_forgotten(*uid);
         Ok(())
     }
 
@@ -576,9 +596,13 @@ impl Fleet {
         let ttl = self.config.agent_ttl;
         let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
         let before = agents.len();
-        agents.retain(|_, record| {
+        agents.retain(|uid, record| {
             let rec = lock(record);
-            rec.session.is_some() || rec.last_heard.elapsed() < ttl
+            let keep = rec.session.is_some() || rec.last_heard.elapsed() < ttl;
+            if !keep {
+                self.persist.mark_forgotten(*uid);
+            }
+            keep
         });
         before - agents.len()
     }

@@ -22,7 +22,12 @@ pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 pub struct StoreOptions {
     /// Where agent state, history and audit events persist: `sqlite://PATH` or `memory`
     /// (default: sqlite://<cache-dir>/fleet.db).
-    #[arg(long, env = "OPAMP_GITOPS_STORE", value_name = "URL", help_heading = "Store")]
+    #[arg(
+        long,
+        env = "OPAMP_GITOPS_STORE",
+        value_name = "URL",
+        help_heading = "Store"
+    )]
     pub store: Option<String>,
     /// How often changed agents are written to the store (coalesced per agent).
     #[arg(long, env = "OPAMP_GITOPS_STORE_FLUSH_INTERVAL", default_value = "1s", value_parser = parse_duration, help_heading = "Store")]

@@ -212,7 +212,8 @@ fn write(connection: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                 ?18, ?19, ?20, ?21, ?22)",
         )?;
-        let mut clear_history = tx.prepare_cached("DELETE FROM agent_history WHERE instance_uid = ?1")?;
+        let mut clear_history =
+            tx.prepare_cached("DELETE FROM agent_history WHERE instance_uid = ?1")?;
         let mut add_history = tx.prepare_cached(
             "INSERT INTO agent_history (instance_uid, seq, revision, config_hash, applied_at, left_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -342,9 +343,7 @@ fn load(connection: &mut Connection) -> rusqlite::Result<Loaded> {
                     health_status: r.get(9)?,
                     health_error: r.get(10)?,
                     effective_config_hash: r.get(11)?,
-                    effective_config: r
-                        .get::<_, Option<String>>(12)?
-                        .map(|t| parse_json(&t)),
+                    effective_config: r.get::<_, Option<String>>(12)?.map(|t| parse_json(&t)),
                     desired_hash: r.get(13)?,
                     revision: r.get(14)?,
                     rule: r.get(15)?,
@@ -454,7 +453,10 @@ mod tests {
         let loaded = store.load().await.unwrap();
         assert_eq!(loaded.agents, vec![agent(1)]);
         assert_eq!(loaded.events.len(), 0, "older than the age bound");
-        assert_eq!(schema_version(&path).unwrap(), Some(MIGRATIONS.len() as i64));
+        assert_eq!(
+            schema_version(&path).unwrap(),
+            Some(MIGRATIONS.len() as i64)
+        );
     }
 
     #[test]
@@ -463,7 +465,10 @@ mod tests {
         let path = dir.path().join("fleet.db");
         let _first = SqliteStore::open(&path).unwrap();
         let err = SqliteStore::open(&path).err().unwrap().to_string();
-        assert!(err.contains("in use by another running opamp-gitops server"), "{err}");
+        assert!(
+            err.contains("in use by another running opamp-gitops server"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -481,7 +486,10 @@ mod tests {
             .execute_batch("CREATE TABLE invoices (id INTEGER)")
             .unwrap();
         let err = SqliteStore::open(&foreign).err().unwrap().to_string();
-        assert!(err.contains("of something else (tables: invoices)"), "{err}");
+        assert!(
+            err.contains("of something else (tables: invoices)"),
+            "{err}"
+        );
 
         let newer = dir.path().join("newer.db");
         drop(SqliteStore::open(&newer).unwrap());
@@ -490,6 +498,9 @@ mod tests {
             .execute_batch("UPDATE opamp_gitops_schema SET version = 99")
             .unwrap();
         let err = SqliteStore::open(&newer).err().unwrap().to_string();
-        assert!(err.contains("schema version 99, newer than this binary"), "{err}");
+        assert!(
+            err.contains("schema version 99, newer than this binary"),
+            "{err}"
+        );
     }
 }

@@ -10,6 +10,7 @@ pub mod git;
 pub mod process;
 pub mod reference;
 pub mod repo;
+pub mod served;
 pub mod server;
 pub mod tls;
 
