@@ -233,6 +233,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             .fleet_store
             .backend(&options.cache_dir)
             .map_err(anyhow::Error::msg)?,
+        options.fleet_store.password().map_err(anyhow::Error::msg)?,
     )
     .await
     .map_err(anyhow::Error::msg)?;

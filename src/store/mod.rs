@@ -2,8 +2,9 @@
 //! persist, so that a restart keeps the fleet. One narrow interface (write a batch, read
 //! everything back at start); the fleet module decides what is written and when
 //! (`fleet::persist`). Backends: `sqlite://PATH` (the default, `fleet.db` in the cache
-//! directory) and `memory` (nothing persists).
+//! directory), `postgres://...` and `memory` (nothing persists).
 
+pub mod postgres;
 pub mod sqlite;
 
 use crate::options::parse_duration;
@@ -20,8 +21,9 @@ pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreOptions {
-    /// Where agent state, history and audit events persist: `sqlite://PATH` or `memory`
-    /// (default: sqlite://<cache-dir>/fleet.db).
+    /// Where agent state, history and audit events persist: `sqlite://PATH`,
+    /// `postgres://USER@HOST/DB` (`?sslmode=require` for TLS) or `memory` (default:
+    /// sqlite://<cache-dir>/fleet.db).
     #[arg(
         long,
         env = "OPAMP_GITOPS_STORE",
@@ -35,6 +37,9 @@ pub struct StoreOptions {
     /// The name this server writes its agents under (default: the host name).
     #[arg(long, env = "OPAMP_GITOPS_REPLICA_ID", help_heading = "Store")]
     pub replica_id: Option<String>,
+    /// PostgreSQL: a file holding the password (instead of one in the URL).
+    #[arg(long, env = "OPAMP_GITOPS_STORE_PASSWORD_FILE", help_heading = "Store")]
+    pub store_password_file: Option<PathBuf>,
 }
 
 impl StoreOptions {
@@ -44,6 +49,20 @@ impl StoreOptions {
             None => Ok(Backend::Sqlite(cache_dir.join("fleet.db"))),
             Some(url) => Backend::parse(url),
         }
+    }
+
+    /// The password in `--store-password-file` (its first line).
+    pub fn password(&self) -> Result<Option<String>, StoreError> {
+        let Some(path) = &self.store_password_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            StoreError::Config(format!(
+                "cannot read --store-password-file {}: {e}",
+                path.display()
+            ))
+        })?;
+        Ok(Some(text.lines().next().unwrap_or_default().to_owned()))
     }
 
     pub fn replica_id(&self) -> String {
@@ -69,6 +88,8 @@ fn host_name() -> String {
 pub enum Backend {
     Memory,
     Sqlite(PathBuf),
+    /// A libpq-style URL.
+    Postgres(String),
 }
 
 impl Backend {
@@ -84,8 +105,13 @@ impl Backend {
             }
             return Ok(Backend::Sqlite(PathBuf::from(path)));
         }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Backend::Postgres(url.to_owned()));
+        }
+        let shown = url.split('@').next_back().unwrap_or_default();
         Err(StoreError::Config(format!(
-            "--store `{url}` is not a store this server knows: use sqlite://PATH or memory"
+            "--store `{shown}` is not a store this server knows: use sqlite://PATH, \
+             postgres://... or memory"
         )))
     }
 
@@ -93,6 +119,7 @@ impl Backend {
         match self {
             Backend::Memory => "memory",
             Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
         }
     }
 }
@@ -193,12 +220,19 @@ pub struct Loaded {
 /// An open store.
 pub enum FleetStore {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 impl FleetStore {
     /// Opens the backend, running its migrations; `None` for `memory`.
-    pub async fn open(backend: &Backend) -> Result<Option<FleetStore>, StoreError> {
+    pub async fn open(
+        backend: &Backend,
+        password: Option<String>,
+    ) -> Result<Option<FleetStore>, StoreError> {
         match backend {
+            Backend::Postgres(url) => Ok(Some(FleetStore::Postgres(
+                postgres::PostgresStore::open(url, password).await?,
+            ))),
             Backend::Memory => Ok(None),
             Backend::Sqlite(path) => {
                 let path = path.clone();
@@ -213,18 +247,21 @@ impl FleetStore {
     pub fn backend(&self) -> &'static str {
         match self {
             FleetStore::Sqlite(_) => "sqlite",
+            FleetStore::Postgres(_) => "postgres",
         }
     }
 
     pub async fn write(&self, batch: Batch) -> Result<(), StoreError> {
         match self {
             FleetStore::Sqlite(store) => store.write(batch).await,
+            FleetStore::Postgres(store) => store.write(batch).await,
         }
     }
 
     pub async fn load(&self) -> Result<Loaded, StoreError> {
         match self {
             FleetStore::Sqlite(store) => store.load().await,
+            FleetStore::Postgres(store) => store.load().await,
         }
     }
 }
@@ -252,7 +289,14 @@ mod tests {
             Backend::Sqlite("/tmp/x.db".into())
         );
         let err = Backend::parse("mysql://db").unwrap_err().to_string();
-        assert!(err.contains("sqlite://PATH or memory"), "{err}");
+        assert!(
+            err.contains("sqlite://PATH, postgres://... or memory"),
+            "{err}"
+        );
+        assert_eq!(
+            Backend::parse("postgres://u@h/db").unwrap(),
+            Backend::Postgres("postgres://u@h/db".into())
+        );
         assert!(Backend::parse("sqlite://").is_err());
     }
 }

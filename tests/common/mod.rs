@@ -7,6 +7,7 @@ pub mod browser;
 pub mod clients;
 pub mod e2e;
 pub mod git;
+pub mod postgres;
 pub mod process;
 pub mod reference;
 pub mod repo;

@@ -1,0 +1,145 @@
+//! The fleet store on PostgreSQL (the throwaway cluster of scripts/test.sh, a database per
+//! test): migrations from an empty database, a newer schema refused, the password from a file,
+//! and a restart that keeps the fleet and sends nothing to agents that continue.
+
+mod common;
+
+use common::admin::api;
+use common::agent::*;
+use common::postgres;
+use common::repo::TestRepo;
+use common::server::{eventually, start_with};
+use opamp_gitops::opamp::proto::RemoteConfigStatuses::{Applied, Unset};
+use opamp_gitops::opamp::FLAG_REPORT_FULL_STATE;
+use opamp_gitops::server::{self, ServeOptions};
+use std::time::Duration;
+
+const PROD: &[(&str, &str)] = &[("environment", "production"), ("service.name", "otel")];
+
+fn options(repo: &TestRepo, url: &str) -> ServeOptions {
+    let mut options = ServeOptions::local(repo.path());
+    options.fleet_store.store = Some(url.to_owned());
+    options.fleet_store.store_flush_interval = Duration::from_millis(100);
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_run_on_an_empty_database_and_a_newer_schema_is_refused() {
+    let url = postgres::database().await;
+    let repo = TestRepo::new();
+    let server = start_with(options(&repo, &url)).await;
+    let summary = api(server.admin_addr, "/api/summary");
+    assert_eq!(summary["store"]["backend"], "postgres", "{summary}");
+    assert_eq!(summary["store"]["ok"], true, "{summary}");
+    server.shutdown(Duration::from_secs(5)).await;
+
+    let db = postgres::connect(&url).await;
+    let version: i32 = db
+        .query_one("SELECT version FROM opamp_gitops_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 1);
+    let tables: i64 = db
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name IN
+             ('agents', 'agent_history', 'events', 'replicas')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 4);
+
+    db.execute("UPDATE opamp_gitops_schema SET version = 99", &[])
+        .await
+        .unwrap();
+    let refused = server::start(options(&repo, &url))
+        .await
+        .err()
+        .expect("refused");
+    let message = refused.to_string();
+    assert!(
+        message.contains("schema version 99, newer than this binary"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_keeps_its_fleet_in_postgres_and_sends_nothing_to_agents_that_continue()
+{
+    let (url, password) = postgres::split_password(&postgres::database().await);
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("password");
+    std::fs::write(&password_file, format!("{password}\n")).unwrap();
+    let repo = TestRepo::new();
+    let mut opts = options(&repo, &url);
+    opts.fleet_store.store_password_file = Some(password_file);
+
+    let first = start_with(opts.clone()).await;
+    let mut agents = Vec::new();
+    for _ in 0..3 {
+        let mut ws = WsAgent::connect(first.opamp_addr, Identity::new(PROD)).await;
+        let msg = ws.id.full_state(&[], Unset);
+        let hash = config_hash(&ws.exchange(msg).await).expect("a config");
+        let msg = ws.id.report(&hash, Applied, "");
+        ws.exchange(msg).await;
+        agents.push(ws);
+    }
+    let db = postgres::connect(&postgres::with_database(
+        &postgres::admin_url(),
+        url.rsplit_once('/').unwrap().1,
+    ))
+    .await;
+    let wanted: Vec<(Vec<u8>, i64)> = agents
+        .iter()
+        .map(|a| (a.id.uid.to_vec(), a.id.sequence_num as i64))
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = db
+            .query(
+                "SELECT instance_uid, sequence_num FROM agents
+                 WHERE remote_config_status = 'applied' AND reported_hash = desired_hash",
+                &[],
+            )
+            .await
+            .unwrap();
+        let stored: Vec<(Vec<u8>, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        if wanted.iter().all(|w| stored.contains(w)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "agents not flushed: {stored:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.shutdown(Duration::from_secs(5)).await;
+    drop(agents);
+
+    let second = start_with(opts).await;
+    let mut reconnected = Vec::new();
+    for id in wanted.iter().map(|(uid, seq)| (uid.clone(), *seq)) {
+        let mut identity = Identity::new(PROD);
+        identity.uid = id.0.into();
+        identity.sequence_num = id.1 as u64;
+        let mut ws = WsAgent::connect(second.opamp_addr, identity).await;
+        let msg = ws.id.heartbeat();
+        let reply = ws.exchange(msg).await;
+        assert_eq!(reply.flags & FLAG_REPORT_FULL_STATE, 0);
+        assert!(reply.remote_config.is_none());
+        reconnected.push(ws);
+    }
+    let uid = uuid::Uuid::from_slice(&wanted[0].0).unwrap().to_string();
+    let history = api(second.admin_addr, &format!("/api/agents/{uid}/history"));
+    assert_eq!(history["history"].as_array().unwrap().len(), 1, "{history}");
+    eventually(Duration::from_secs(10), "connected again", || {
+        let a = common::server::agent(&second, &uid)?;
+        (a.connected && a.status.as_str() == "applied").then_some(())
+    })
+    .await;
+    assert_eq!(second.metrics.config_pushes.get(), 0);
+    assert_eq!(second.metrics.full_state_requests.get(), 0);
+    second.shutdown(Duration::from_secs(5)).await;
+}
