@@ -220,7 +220,7 @@ pub struct Loaded {
 /// An open store.
 pub enum FleetStore {
     Sqlite(sqlite::SqliteStore),
-    Postgres(postgres::PostgresStore),
+    Postgres(Box<postgres::PostgresStore>),
 }
 
 impl FleetStore {
@@ -230,9 +230,9 @@ impl FleetStore {
         password: Option<String>,
     ) -> Result<Option<FleetStore>, StoreError> {
         match backend {
-            Backend::Postgres(url) => Ok(Some(FleetStore::Postgres(
+            Backend::Postgres(url) => Ok(Some(FleetStore::Postgres(Box::new(
                 postgres::PostgresStore::open(url, password).await?,
-            ))),
+            )))),
             Backend::Memory => Ok(None),
             Backend::Sqlite(path) => {
                 let path = path.clone();
