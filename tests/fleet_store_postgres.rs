@@ -143,3 +143,60 @@ async fn a_restarted_server_keeps_its_fleet_in_postgres_and_sends_nothing_to_age
     assert_eq!(second.metrics.full_state_requests.get(), 0);
     second.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_stopped_agents_still_converge_and_the_store_catches_up_after() {
+    let cluster = postgres::PrivateCluster::start();
+    let repo = TestRepo::new();
+    let server = start_with(options(&repo, &cluster.url)).await;
+    let mut agents = Vec::new();
+    for _ in 0..2 {
+        let mut ws = WsAgent::connect(server.opamp_addr, Identity::new(PROD)).await;
+        let msg = ws.id.full_state(&[], Unset);
+        let hash = config_hash(&ws.exchange(msg).await).expect("a config");
+        let msg = ws.id.report(&hash, Applied, "");
+        ws.exchange(msg).await;
+        agents.push(ws);
+    }
+
+    // Act: PostgreSQL goes away; a commit changes every agent's config.
+    cluster.pause();
+    eventually(Duration::from_secs(20), "the store reported down", || {
+        let status = server.fleet.store_status();
+        (!status.ok && status.last_error.is_some()).then_some(())
+    })
+    .await;
+    repo.edit("fleet.yaml", "timeout: 5s", "timeout: 7s");
+    server.reload().await;
+    let mut new_hash = Vec::new();
+    for ws in &mut agents {
+        new_hash = config_hash(&ws.recv().await).expect("the new config is pushed");
+        let msg = ws.id.report(&new_hash, Applied, "");
+        ws.exchange(msg).await;
+    }
+    let summary = api(server.admin_addr, "/api/summary");
+    assert_eq!(summary["store"]["ok"], false, "{summary}");
+    assert!(summary["store"]["last_error"].is_string(), "{summary}");
+    assert!(server.metrics.store_errors.get() > 0);
+    for ws in &agents {
+        let a = common::server::agent(&server, &ws.id.uid_string()).unwrap();
+        assert_eq!(a.status.as_str(), "applied", "served from memory meanwhile");
+    }
+
+    // Assert: PostgreSQL back, the store catches up with the agents' latest statuses.
+    cluster.resume();
+    eventually(Duration::from_secs(30), "the store ok again", || {
+        server.fleet.store_status().ok.then_some(())
+    })
+    .await;
+    let db = postgres::connect(&cluster.url).await;
+    let rows = db
+        .query(
+            "SELECT instance_uid FROM agents WHERE reported_hash = $1 AND remote_config_status = 'applied'",
+            &[&hex::encode(&new_hash)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), agents.len(), "every agent's latest status stored");
+    server.shutdown(Duration::from_secs(5)).await;
+}

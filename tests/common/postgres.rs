@@ -46,3 +46,57 @@ pub fn split_password(url: &str) -> (String, String) {
     let (user, password) = userinfo.split_once(':').expect("a password in the URL");
     (format!("{scheme}://{user}@{host}"), password.to_owned())
 }
+
+/// A PostgreSQL cluster of one test's own (scripts/postgres.sh), for tests that stop and start
+/// it; removed on drop.
+pub struct PrivateCluster {
+    pub dir: String,
+    pub url: String,
+}
+
+fn script(args: &[&str]) -> String {
+    let output = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh"),
+    )
+    .args(args)
+    .output()
+    .expect("run scripts/postgres.sh");
+    assert!(
+        output.status.success(),
+        "scripts/postgres.sh {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+impl PrivateCluster {
+    pub fn start() -> PrivateCluster {
+        // The shared cluster's presence says PostgreSQL is meant to be here.
+        admin_url();
+        let out = script(&["start"]);
+        let (dir, url) = out.split_once(' ').expect("DIR URL");
+        PrivateCluster {
+            dir: dir.to_owned(),
+            url: url.to_owned(),
+        }
+    }
+
+    /// Stops the server, keeping its data.
+    pub fn pause(&self) {
+        script(&["pause", &self.dir]);
+    }
+
+    pub fn resume(&self) {
+        script(&["resume", &self.dir]);
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres.sh"),
+        )
+        .args(["stop", &self.dir])
+        .output();
+    }
+}
