@@ -197,6 +197,153 @@ async fn with_postgres_stopped_agents_still_converge_and_the_store_catches_up_af
         )
         .await
         .unwrap();
-    assert_eq!(rows.len(), agents.len(), "every agent's latest status stored");
+    assert_eq!(
+        rows.len(),
+        agents.len(),
+        "every agent's latest status stored"
+    );
     server.shutdown(Duration::from_secs(5)).await;
+}
+
+/// Agents of `server` (by its admin API) with their replica and connection.
+fn listed(admin: std::net::SocketAddr) -> Vec<(String, String, bool)> {
+    let agents = api(admin, "/api/agents");
+    agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["instance_uid"].as_str().unwrap().to_owned(),
+                a["replica"].as_str().unwrap_or_default().to_owned(),
+                a["connected"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_fleet_forward_actions_and_a_dead_one_lapses() {
+    let url = postgres::database().await;
+    let repo = TestRepo::new();
+    let secrets = tempfile::tempdir().unwrap();
+    let tokens = secrets.path().join("admin.tokens");
+    std::fs::write(&tokens, "ops:admin-secret\n").unwrap();
+    let mut a_options = options(&repo, &url);
+    a_options.fleet_store.replica_id = Some("replica-a".into());
+    a_options.admin_token_file = Some(tokens);
+    let a = start_with(a_options).await;
+    let b_cache = tempfile::tempdir().unwrap();
+    let mut b = common::served::ServeProcess::start(&[
+        std::ffi::OsStr::new("--repo"),
+        repo.path().as_os_str(),
+        std::ffi::OsStr::new("--cache-dir"),
+        b_cache.path().as_os_str(),
+        std::ffi::OsStr::new("--store"),
+        std::ffi::OsStr::new(&url),
+        std::ffi::OsStr::new("--replica-id"),
+        std::ffi::OsStr::new("replica-b"),
+        std::ffi::OsStr::new("--store-flush-interval"),
+        std::ffi::OsStr::new("100ms"),
+    ]);
+
+    let mut on_a = WsAgent::connect(a.opamp_addr, Identity::new(PROD)).await;
+    let mut id = Identity::new(PROD);
+    id.capabilities |= opamp_gitops::opamp::agent_caps::ACCEPTS_RESTART_COMMAND;
+    let mut on_b = WsAgent::connect(b.opamp, id).await;
+    let mut hash = Vec::new();
+    for ws in [&mut on_a, &mut on_b] {
+        let msg = ws.id.full_state(&[], Unset);
+        hash = config_hash(&ws.exchange(msg).await).expect("a config");
+        let msg = ws.id.report(&hash, Applied, "");
+        ws.exchange(msg).await;
+    }
+    let (uid_a, uid_b) = (on_a.id.uid_string(), on_b.id.uid_string());
+
+    // Every replica lists every agent, with the replica that holds it.
+    for admin in [a.admin_addr, b.admin] {
+        eventually(
+            Duration::from_secs(20),
+            "both agents on both replicas",
+            || {
+                let all = listed(admin);
+                let has = |uid: &str, replica: &str| {
+                    all.iter().any(|(u, r, c)| u == uid && r == replica && *c)
+                };
+                (has(&uid_a, "replica-a") && has(&uid_b, "replica-b")).then_some(())
+            },
+        )
+        .await;
+    }
+
+    let summary = api(a.admin_addr, "/api/summary");
+    assert_eq!(summary["replica"], "replica-a", "{summary}");
+    assert_eq!(summary["total"], 2, "{summary}");
+
+    // A push and a restart sent to A for B's agent reach it.
+    let auth = [("Authorization", "Bearer admin-secret")];
+    let push = common::block(|| {
+        common::admin::post(
+            a.admin_addr,
+            &format!("/api/agents/{uid_b}/push"),
+            &auth,
+            b"",
+        )
+    })
+    .await;
+    assert_eq!(push.status, 202, "{}", push.body);
+    let pushed = on_b.recv().await;
+    assert_eq!(
+        config_hash(&pushed),
+        Some(hash.clone()),
+        "the push reached B's agent"
+    );
+    let restart = common::block(|| {
+        common::admin::post(
+            a.admin_addr,
+            &format!("/api/agents/{uid_b}/restart"),
+            &auth,
+            b"",
+        )
+    })
+    .await;
+    assert_eq!(restart.status, 202, "{}", restart.body);
+    let command = on_b.recv().await;
+    assert!(
+        command.command.is_some(),
+        "the restart reached B's agent: {command:?}"
+    );
+
+    // A commit reaches the agents of both replicas.
+    repo.edit("fleet.yaml", "timeout: 5s", "timeout: 7s");
+    a.reload().await;
+    let new_a = config_hash(&on_a.recv().await).expect("A's agent gets the commit");
+    let new_b = config_hash(&on_b.recv().await).expect("B's agent gets the commit");
+    assert_eq!(new_a, new_b);
+    for ws in [&mut on_a, &mut on_b] {
+        let msg = ws.id.report(&new_a, Applied, "");
+        ws.exchange(msg).await;
+    }
+
+    // B dies: its agent shows disconnected on A after the lease, then reconnects to A and is
+    // sent nothing.
+    b.kill();
+    eventually(
+        Duration::from_secs(30),
+        "B's agent disconnected after the lease",
+        || {
+            listed(a.admin_addr)
+                .iter()
+                .any(|(u, _, c)| *u == uid_b && !c)
+                .then_some(())
+        },
+    )
+    .await;
+    let pushes = a.metrics.config_pushes.get();
+    let mut moved = WsAgent::connect(a.opamp_addr, on_b.id.clone()).await;
+    let msg = moved.id.full_state(&new_a, Applied);
+    let reply = moved.exchange(msg).await;
+    assert!(reply.remote_config.is_none(), "nothing re-sent");
+    assert_eq!(a.metrics.config_pushes.get(), pushes);
+    a.shutdown(Duration::from_secs(5)).await;
 }

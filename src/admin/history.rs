@@ -18,7 +18,7 @@ pub fn agent_history(state: &AdminState, uid: &str) -> Result<Vec<HistoryEntry>,
         .map_err(|_| ApiError::bad_request(format!("`{uid}` is not an instance uid (UUID)")))?;
     let record = state
         .fleet
-        .record(&parsed)
+        .visible_record(&parsed)
         .ok_or_else(|| ApiError::not_found(format!("no agent {parsed}")))?;
     let rec = record.lock().unwrap_or_else(|e| e.into_inner());
     Ok(rec.history.iter().rev().cloned().collect())
@@ -44,7 +44,7 @@ pub async fn revision_agents(
 ) -> Json<Value> {
     let mut agents: Vec<Value> = state
         .fleet
-        .records()
+        .visible_records()
         .iter()
         .filter_map(|record| {
             let rec = record.lock().unwrap_or_else(|e| e.into_inner());

@@ -486,6 +486,9 @@ impl Fleet {
 
     /// Carries out an operator's action on one agent.
     pub fn act(&self, uid: &InstanceUid, action: AgentAction) -> Result<(), ActionError> {
+        if let Some(forwarded) = self.forward(uid, action) {
+            return forwarded;
+        }
         match action {
             AgentAction::Push => self.force_push(uid),
             AgentAction::Restart => self.restart(uid),

@@ -5,9 +5,10 @@
 //! to be retried, coalesced with what changed meanwhile; the outage is logged once.
 
 use super::record::{AgentRecord, Transport};
-use super::{lock, Fleet};
+use super::{lock, ActionError, AgentAction, Fleet};
 use crate::audit::AuditLog;
 use crate::metrics::Metrics;
+use crate::opamp::agent_caps;
 use crate::opamp::proto::{
     any_value, AgentConfigFile, AgentConfigMap, AgentDescription, AnyValue, ComponentHealth,
     EffectiveConfig, KeyValue, RemoteConfigStatus, RemoteConfigStatuses,
@@ -17,15 +18,22 @@ use crate::repo::hash::config_hash;
 use crate::repo::Desired;
 use crate::store::{Batch, FleetStore, ReplicaBeat, StoredAgent};
 use bytes::Bytes;
-use serde::Serialize;
-use std::collections::{BTreeMap, HashSet};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// A write that takes longer counts as failed; the flusher retries at the next interval.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Another replica's agents show disconnected once its heartbeat is older than this.
+pub const REPLICA_LEASE: Duration = Duration::from_secs(15);
+
+/// Agents held by other replicas, as read from the shared store.
+type Remote = HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>;
 
 /// Whether the store works, as `/api/summary` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -41,6 +49,10 @@ pub struct Persistence {
     dirty: Mutex<HashSet<InstanceUid>>,
     forgotten: Mutex<HashSet<InstanceUid>>,
     status: Mutex<StoreStatus>,
+    replica_id: Mutex<Option<String>>,
+    remote: RwLock<Remote>,
+    /// Where actions for another replica's agents go (the relay NOTIFYs them).
+    forward: Mutex<Option<mpsc::UnboundedSender<String>>>,
 }
 
 impl Default for Persistence {
@@ -54,6 +66,9 @@ impl Default for Persistence {
                 ok: true,
                 last_error: None,
             }),
+            replica_id: Mutex::default(),
+            remote: RwLock::default(),
+            forward: Mutex::default(),
         }
     }
 }
@@ -91,6 +106,13 @@ impl Persistence {
         set.lock().unwrap_or_else(|e| e.into_inner()).extend(uids);
     }
 
+    pub fn replica_id(&self) -> Option<String> {
+        self.replica_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     fn status(&self) -> StoreStatus {
         self.status
             .lock()
@@ -116,9 +138,24 @@ impl Fleet {
         self.persist.status()
     }
 
+    /// The name this server writes its agents under (with a store).
+    pub fn replica_id(&self) -> Option<String> {
+        self.persist.replica_id()
+    }
+
     /// Starts marking changes for `store` and puts the agents it holds in the registry
     /// (disconnected, each continuing from its stored sequence number); returns how many.
-    pub fn restore(&self, backend: &'static str, agents: Vec<StoredAgent>) -> usize {
+    pub fn restore(
+        &self,
+        backend: &'static str,
+        replica_id: &str,
+        agents: Vec<StoredAgent>,
+    ) -> usize {
+        *self
+            .persist
+            .replica_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(replica_id.to_owned());
         self.persist
             .status
             .lock()
@@ -146,6 +183,125 @@ impl Fleet {
             restored += 1;
         }
         restored
+    }
+
+    /// The agents other replicas hold now, replacing the last read.
+    pub fn set_remote(&self, agents: Vec<StoredAgent>) {
+        let now = SystemTime::now();
+        let remote: Remote = agents
+            .into_iter()
+            .map(|stored| {
+                let uid = InstanceUid::from_bytes(stored.instance_uid);
+                let connected = stored.connected;
+                let silent = now.duration_since(stored.last_seen).unwrap_or_default();
+                let replica = stored.replica_id.clone();
+                let mut rec = restored_record(uid, stored, silent);
+                rec.connected = connected;
+                rec.replica = Some(replica);
+                (uid, Arc::new(Mutex::new(rec)))
+            })
+            .collect();
+        *self
+            .persist
+            .remote
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = remote;
+    }
+
+    /// The record shown for `uid`: a connected one of this replica, else another replica's,
+    /// else a disconnected one of this replica.
+    pub fn visible_record(&self, uid: &InstanceUid) -> Option<Arc<Mutex<AgentRecord>>> {
+        let local = self.record(uid);
+        if local.as_ref().is_some_and(|r| lock(r).connected) {
+            return local;
+        }
+        let remote = self
+            .persist
+            .remote
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned();
+        remote.or(local)
+    }
+
+    /// Every agent shown, this replica's and the others', one record each.
+    pub fn visible_records(&self) -> Vec<Arc<Mutex<AgentRecord>>> {
+        let remote = self
+            .persist
+            .remote
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        if remote.is_empty() {
+            return self.records();
+        }
+        let mut shown: Vec<Arc<Mutex<AgentRecord>>> = Vec::new();
+        let mut local = HashSet::new();
+        for record in self.records() {
+            let rec = lock(&record);
+            if rec.connected || !remote.contains_key(&rec.uid) {
+                local.insert(rec.uid);
+                drop(rec);
+                shown.push(record);
+            }
+        }
+        shown.extend(
+            remote
+                .iter()
+                .filter(|(uid, _)| !local.contains(uid))
+                .map(|(_, r)| r.clone()),
+        );
+        shown
+    }
+
+    /// An action for an agent another replica holds goes to that replica; `None` when this
+    /// replica carries it out itself.
+    pub(super) fn forward(
+        &self,
+        uid: &InstanceUid,
+        action: AgentAction,
+    ) -> Option<Result<(), ActionError>> {
+        if self.record(uid).is_some_and(|r| lock(&r).connected) {
+            return None;
+        }
+        let remote = self
+            .persist
+            .remote
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(uid)
+            .cloned()?;
+        let rec = lock(&remote);
+        let replica = rec.replica.clone().filter(|_| rec.connected)?;
+        let needs = match action {
+            AgentAction::Push => agent_caps::ACCEPTS_REMOTE_CONFIG,
+            AgentAction::Restart => agent_caps::ACCEPTS_RESTART_COMMAND,
+        };
+        if !rec.state.has(needs) {
+            return Some(Err(ActionError::Conflict(format!(
+                "the agent does not accept this action (capabilities: {})",
+                agent_caps::names(rec.state.capabilities).join(", ")
+            ))));
+        }
+        let sender = self
+            .persist
+            .forward
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        let payload = ForwardedAction {
+            action: match action {
+                AgentAction::Push => "push".into(),
+                AgentAction::Restart => "restart".into(),
+            },
+            uid: uid.to_string(),
+            replica,
+        };
+        Some(
+            sender
+                .send(serde_json::to_string(&payload).unwrap_or_default())
+                .map_err(|_| ActionError::Busy),
+        )
     }
 
     /// What the store keeps of one agent; the history only when it changed (the flag is
@@ -318,10 +474,82 @@ pub fn continue_or_reset(rec: &mut AgentRecord, sequence_num: u64) {
     }
 }
 
+/// The payload of a NOTIFY on the actions channel: which replica should do what to which agent.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForwardedAction {
+    pub action: String,
+    pub uid: String,
+    pub replica: String,
+}
+
+/// Carries actions between replicas through the shared store: NOTIFYs what this replica
+/// forwards, and carries out what others forward to it.
+pub async fn relay(fleet: Arc<Fleet>, store: Arc<FleetStore>, shutdown: CancellationToken) {
+    let Some(shared) = store.shared() else {
+        return;
+    };
+    let me = fleet.persist.replica_id().unwrap_or_default();
+    let (tx, mut outgoing) = mpsc::unbounded_channel::<String>();
+    *fleet
+        .persist
+        .forward
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    let mut incoming: Option<mpsc::Receiver<String>> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = retry.tick(), if incoming.is_none() => match shared.listen().await {
+                Ok(rx) => incoming = Some(rx),
+                Err(e) => tracing::debug!(error = %e, "cannot LISTEN for forwarded actions yet"),
+            },
+            Some(payload) = outgoing.recv() => {
+                if let Err(e) = shared.notify(&payload).await {
+                    tracing::warn!(error = %e, payload, "could not forward an action to its replica");
+                }
+            }
+            payload = async { incoming.as_mut()?.recv().await }, if incoming.is_some() => {
+                let Some(payload) = payload else {
+                    incoming = None;
+                    continue;
+                };
+                carry_out(&fleet, &me, &payload);
+            }
+        }
+    }
+}
+
+/// A forwarded action: carried out when it names this replica.
+fn carry_out(fleet: &Fleet, me: &str, payload: &str) {
+    let Ok(forwarded) = serde_json::from_str::<ForwardedAction>(payload) else {
+        return;
+    };
+    let action = match forwarded.action.as_str() {
+        "push" => AgentAction::Push,
+        "restart" => AgentAction::Restart,
+        _ => return,
+    };
+    let Ok(uid) = forwarded.uid.parse::<InstanceUid>() else {
+        return;
+    };
+    if forwarded.replica != me {
+        return;
+    }
+    match fleet.act(&uid, action) {
+        Ok(()) => {
+            tracing::info!(agent = %uid, action = forwarded.action, "carried out an action forwarded by another replica")
+        }
+        Err(e) => {
+            tracing::warn!(agent = %uid, action = forwarded.action, error = %e, "a forwarded action failed")
+        }
+    }
+}
+
 /// The flusher: writes what changed every `interval`, and once more at shutdown.
 pub struct Flusher {
     pub fleet: Arc<Fleet>,
-    pub store: FleetStore,
+    pub store: Arc<FleetStore>,
     pub audit: Arc<AuditLog>,
     pub metrics: Arc<Metrics>,
     pub interval: Duration,
@@ -329,6 +557,21 @@ pub struct Flusher {
 }
 
 impl Flusher {
+    /// With a shared store: the agents other replicas hold, for the API to show.
+    async fn read_remote(&self) {
+        if self.store.shared().is_none() {
+            return;
+        }
+        match self
+            .store
+            .remote_agents(&self.replica.replica_id, REPLICA_LEASE)
+            .await
+        {
+            Ok(remote) => self.fleet.set_remote(remote),
+            Err(e) => tracing::debug!(error = %e, "cannot read other replicas' agents"),
+        }
+    }
+
     pub async fn run(self, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -382,6 +625,7 @@ impl Flusher {
                         "fleet store available again: caught up"
                     );
                 }
+                self.read_remote().await;
                 true
             }
             Err(error) => {

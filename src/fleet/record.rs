@@ -73,6 +73,8 @@ pub struct AgentRecord {
     /// Loaded from the fleet store with this sequence number: the agent's first message
     /// continues it, or what was stored is dropped and the full state asked for.
     pub resumed_from: Option<u64>,
+    /// For an agent another replica holds (read from the shared store): that replica.
+    pub replica: Option<String>,
 }
 
 impl AgentRecord {
@@ -98,6 +100,7 @@ impl AgentRecord {
             history: VecDeque::new(),
             history_changed: false,
             resumed_from: None,
+            replica: None,
         }
     }
 

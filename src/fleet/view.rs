@@ -26,6 +26,8 @@ pub struct AgentSummary {
     pub last_seen: String,
     /// Why the agent is failed, unhealthy or has no valid render.
     pub last_error: Option<String>,
+    /// The replica that holds the agent (with a fleet store).
+    pub replica: Option<String>,
 }
 
 impl Fleet {
@@ -52,13 +54,14 @@ impl Fleet {
             revision: revision.filter(|_| !matches!(desired, Desired::Unmanaged)),
             last_seen: humantime::format_rfc3339_seconds(rec.last_seen).to_string(),
             last_error: last_error(rec, &desired, summary_status),
+            replica: rec.replica.clone().or_else(|| self.persist.replica_id()),
         }
     }
 
     /// Every agent's summary, ordered by uid.
     pub fn summaries(&self) -> Vec<AgentSummary> {
         let mut all: Vec<AgentSummary> = self
-            .records()
+            .visible_records()
             .iter()
             .map(|r| self.summary(&r.lock().unwrap_or_else(|e| e.into_inner())))
             .collect();

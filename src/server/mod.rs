@@ -250,7 +250,14 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     if let Some(fleet_store) = fleet_store {
         let loaded = fleet_store.load().await.map_err(anyhow::Error::msg)?;
         audit.restore(loaded.events);
-        let restored = fleet.restore(fleet_store.backend(), loaded.agents);
+        let replica_id = options.fleet_store.replica_id();
+        let restored = fleet.restore(fleet_store.backend(), &replica_id, loaded.agents);
+        let fleet_store = Arc::new(fleet_store);
+        tasks.spawn(crate::fleet::persist::relay(
+            fleet.clone(),
+            fleet_store.clone(),
+            shutdown.clone(),
+        ));
         tracing::info!(
             backend = fleet_store.backend(),
             agents = restored,
@@ -263,7 +270,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             metrics: metrics.clone(),
             interval: options.fleet_store.store_flush_interval,
             replica: ReplicaBeat {
-                replica_id: options.fleet_store.replica_id(),
+                replica_id,
                 started_at: std::time::SystemTime::now(),
                 admin_url: None,
             },

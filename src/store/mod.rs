@@ -258,6 +258,26 @@ impl FleetStore {
         }
     }
 
+    /// The agents other replicas hold (PostgreSQL; an SQLite store has one server).
+    pub async fn remote_agents(
+        &self,
+        me: &str,
+        lease: Duration,
+    ) -> Result<Vec<StoredAgent>, StoreError> {
+        match self {
+            FleetStore::Sqlite(_) => Ok(Vec::new()),
+            FleetStore::Postgres(store) => store.remote_agents(me, lease).await,
+        }
+    }
+
+    /// Whether replicas can reach each other through this store.
+    pub fn shared(&self) -> Option<&postgres::PostgresStore> {
+        match self {
+            FleetStore::Sqlite(_) => None,
+            FleetStore::Postgres(store) => Some(store),
+        }
+    }
+
     pub async fn load(&self) -> Result<Loaded, StoreError> {
         match self {
             FleetStore::Sqlite(store) => store.load().await,

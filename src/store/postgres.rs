@@ -400,3 +400,97 @@ async fn load(client: &mut Client) -> Result<Loaded, tokio_postgres::Error> {
     events.reverse();
     Ok(Loaded { agents, events })
 }
+
+/// The NOTIFY channel actions for another replica's agents go through.
+pub const ACTIONS_CHANNEL: &str = "opamp_gitops_actions";
+
+impl PostgresStore {
+    /// The agents other replicas hold, each `connected` only while its replica's heartbeat is
+    /// younger than `lease`.
+    pub async fn remote_agents(
+        &self,
+        me: &str,
+        lease: Duration,
+    ) -> Result<Vec<StoredAgent>, StoreError> {
+        let mut guard = self.client.lock().await;
+        let client = self.connected(&mut guard).await?;
+        let fresh = to_millis(SystemTime::now() - lease);
+        let rows = client
+            .query(
+                "SELECT a.instance_uid, COALESCE(r.heartbeat_at >= $2, false) FROM agents a
+                 LEFT JOIN replicas r ON r.replica_id = a.replica_id WHERE a.replica_id <> $1",
+                &[&me, &fresh],
+            )
+            .await
+            .map_err(|e| io(&self.target, e))?;
+        let live: HashMap<Vec<u8>, bool> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let loaded = load(client).await.map_err(|e| io(&self.target, e))?;
+        Ok(loaded
+            .agents
+            .into_iter()
+            .filter_map(|mut a| {
+                let alive = *live.get(&a.instance_uid[..])?;
+                a.connected &= alive;
+                Some(a)
+            })
+            .collect())
+    }
+
+    /// Sends `payload` to every replica listening on [`ACTIONS_CHANNEL`].
+    pub async fn notify(&self, payload: &str) -> Result<(), StoreError> {
+        let mut guard = self.client.lock().await;
+        let client = self.connected(&mut guard).await?;
+        client
+            .execute("SELECT pg_notify($1, $2)", &[&ACTIONS_CHANNEL, &payload])
+            .await
+            .map_err(|e| io(&self.target, e))?;
+        Ok(())
+    }
+
+    /// A connection of its own that LISTENs on [`ACTIONS_CHANNEL`]; the payloads arrive on the
+    /// returned channel until that connection breaks (the caller listens again).
+    pub async fn listen(&self) -> Result<tokio::sync::mpsc::Receiver<String>, StoreError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let target = self.target.clone();
+        let fail = |e: tokio_postgres::Error| io(&target, e);
+        if self.config.get_ssl_mode() == SslMode::Require {
+            let (client, connection) = self.config.connect(tls()).await.map_err(fail)?;
+            tokio::spawn(forward_notifications(client, connection, tx));
+        } else {
+            let (client, connection) = self.config.connect(NoTls).await.map_err(fail)?;
+            tokio::spawn(forward_notifications(client, connection, tx));
+        }
+        Ok(rx)
+    }
+}
+
+async fn forward_notifications<S, T>(
+    client: Client,
+    mut connection: tokio_postgres::Connection<S, T>,
+    tx: tokio::sync::mpsc::Sender<String>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::StreamExt;
+    let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    let statement = format!("LISTEN {ACTIONS_CHANNEL}");
+    let listen = client.batch_execute(&statement);
+    tokio::pin!(listen);
+    let mut listening = false;
+    loop {
+        tokio::select! {
+            done = &mut listen, if !listening => {
+                if done.is_err() { return; }
+                listening = true;
+            }
+            message = messages.next() => match message {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if tx.send(n.payload().to_owned()).await.is_err() { return; }
+                }
+                Some(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    }
+}
