@@ -248,9 +248,12 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     let sessions = TaskTracker::new();
     let mut tasks = JoinSet::new();
     if let Some(fleet_store) = fleet_store {
-        let loaded = fleet_store.load().await.map_err(anyhow::Error::msg)?;
-        audit.restore(loaded.events);
         let replica_id = options.fleet_store.replica_id();
+        let loaded = fleet_store
+            .load(&replica_id)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        audit.restore(loaded.events);
         let restored = fleet.restore(fleet_store.backend(), &replica_id, loaded.agents);
         let fleet_store = Arc::new(fleet_store);
         tasks.spawn(crate::fleet::persist::relay(

@@ -278,10 +278,11 @@ impl FleetStore {
         }
     }
 
-    pub async fn load(&self) -> Result<Loaded, StoreError> {
+    /// What a server finds at start: every agent, and the events `replica_id` recorded.
+    pub async fn load(&self, replica_id: &str) -> Result<Loaded, StoreError> {
         match self {
             FleetStore::Sqlite(store) => store.load().await,
-            FleetStore::Postgres(store) => store.load().await,
+            FleetStore::Postgres(store) => store.load(replica_id).await,
         }
     }
 }

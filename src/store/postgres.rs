@@ -106,10 +106,11 @@ impl PostgresStore {
         result
     }
 
-    pub async fn load(&self) -> Result<Loaded, StoreError> {
+    /// Every agent, and the events `me` recorded.
+    pub async fn load(&self, me: &str) -> Result<Loaded, StoreError> {
         let mut guard = self.client.lock().await;
         let client = self.connected(&mut guard).await?;
-        load(client).await.map_err(|e| io(&self.target, e))
+        load(client, me).await.map_err(|e| io(&self.target, e))
     }
 }
 
@@ -281,21 +282,30 @@ async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres:
         tx.execute(&clear_history, &[&uid]).await?;
     }
     if !batch.events.is_empty() {
+        let replica = batch
+            .replica
+            .as_ref()
+            .map(|r| r.replica_id.clone())
+            .unwrap_or_default();
         let event = tx
             .prepare(
-                "INSERT INTO events (id, at, body) VALUES ($1, $2, CAST($3::text AS jsonb))
-                 ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at, body = EXCLUDED.body",
+                "INSERT INTO events (replica_id, id, at, body)
+                 VALUES ($4, $1, $2, CAST($3::text AS jsonb))
+                 ON CONFLICT (replica_id, id) DO UPDATE SET at = EXCLUDED.at, body = EXCLUDED.body",
             )
             .await?;
         for e in &batch.events {
-            tx.execute(&event, &[&(e.id as i64), &to_millis(e.at), &e.body])
-                .await?;
+            tx.execute(
+                &event,
+                &[&(e.id as i64), &to_millis(e.at), &e.body, &replica],
+            )
+            .await?;
         }
         let cutoff = to_millis(SystemTime::now() - EVENTS_MAX_AGE);
         tx.execute(
-            "DELETE FROM events WHERE at < $1
-                OR id <= (SELECT id FROM events ORDER BY id DESC LIMIT 1 OFFSET $2)",
-            &[&cutoff, &(EVENTS_KEPT as i64)],
+            "DELETE FROM events WHERE at < $1 OR (replica_id = $3 AND id <=
+                (SELECT id FROM events WHERE replica_id = $3 ORDER BY id DESC LIMIT 1 OFFSET $2))",
+            &[&cutoff, &(EVENTS_KEPT as i64), &replica],
         )
         .await?;
     }
@@ -321,7 +331,7 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-async fn load(client: &mut Client) -> Result<Loaded, tokio_postgres::Error> {
+async fn load(client: &mut Client, me: &str) -> Result<Loaded, tokio_postgres::Error> {
     let mut history: HashMap<Vec<u8>, Vec<HistoryEntry>> = HashMap::new();
     for r in client
         .query(
@@ -386,8 +396,8 @@ async fn load(client: &mut Client) -> Result<Loaded, tokio_postgres::Error> {
     }
     let mut events: Vec<StoredEvent> = client
         .query(
-            "SELECT id, at, body::text FROM events ORDER BY id DESC LIMIT $1",
-            &[&(EVENTS_KEPT as i64)],
+            "SELECT id, at, body::text FROM events WHERE replica_id = $2 ORDER BY id DESC LIMIT $1",
+            &[&(EVENTS_KEPT as i64), &me],
         )
         .await?
         .iter()
@@ -424,7 +434,7 @@ impl PostgresStore {
             .await
             .map_err(|e| io(&self.target, e))?;
         let live: HashMap<Vec<u8>, bool> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let loaded = load(client).await.map_err(|e| io(&self.target, e))?;
+        let loaded = load(client, me).await.map_err(|e| io(&self.target, e))?;
         Ok(loaded
             .agents
             .into_iter()

@@ -37,10 +37,13 @@ CREATE TABLE agent_history (
 );
 CREATE INDEX agent_history_revision ON agent_history (revision);
 
+-- Each replica numbers its own events: the key is both.
 CREATE TABLE events (
-    id BIGINT PRIMARY KEY,
+    replica_id TEXT NOT NULL,
+    id BIGINT NOT NULL,
     at BIGINT NOT NULL,
-    body JSONB NOT NULL
+    body JSONB NOT NULL,
+    PRIMARY KEY (replica_id, id)
 );
 CREATE INDEX events_at ON events (at);
 
