@@ -64,7 +64,7 @@ async fn ready_only_once_a_revision_is_loaded() {
     );
     let repo = common::repo::TestRepo::new();
     let snapshot = Snapshot::from_dir(repo.path()).unwrap();
-    store.submit(&snapshot, "r1", "test", false);
+    store.submit(&snapshot, "r1", "test", false, None);
     assert_eq!(call(&router, "GET", "/readyz").await.0, StatusCode::OK);
     assert_eq!(call(&router, "GET", "/healthz").await.0, StatusCode::OK);
 }

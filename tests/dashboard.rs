@@ -580,34 +580,47 @@ fn the_agent_page_shows_a_failure_pushes_with_the_token_and_follows_the_apply() 
     assert!(text_of(&b, "#health-detail").contains("StatusRecoverableError"));
     save_screenshot(&b, "dashboard-agent.png", false);
 
-    // Push with the token the page keeps in sessionStorage: the config goes out again.
-    b.exec(
-        "sessionStorage.setItem(arguments[0], arguments[1])",
-        json!([TOKEN_KEY, TOKEN]),
-    );
+    // A push asks for confirmation first: cancelled, nothing is sent.
     b.click(&b.find("#push"));
+    let question = wait_text(&b, "#confirm-text", "again");
+    assert!(question.contains(&uid), "{question}");
+    b.click(&b.find("#confirm-no"));
+    wait_text(&b, "#action-message", "Cancelled");
+    let nothing =
+        f.rt.block_on(staging.recv_within(Duration::from_millis(500)));
+    assert!(nothing.is_none(), "a cancelled push sends nothing");
+
+    // Confirmed without a token: the sign-in form (no window.prompt) asks for one, then the
+    // push goes out with it.
+    b.click(&b.find("#push"));
+    wait_text(&b, "#confirm-text", "again");
+    b.click(&b.find("#confirm-yes"));
+    wait_text(&b, "#sign-in-note", "admin token");
+    assert_eq!(b.alert_text(), None, "no browser prompt");
+    b.type_text(&b.find("#sign-in-token"), TOKEN);
+    b.click(&b.find("#sign-in-submit"));
     config_arrives(&f.rt, &mut staging, &desired_hash);
     wait_text(&b, "#action-message", "Push sent");
+    assert!(b.exec("return document.getElementById('sign-in').hidden && !document.getElementById('sign-out').hidden", json!([])).as_bool().unwrap());
 
     // Restart is refused (409) for an agent without AcceptsRestartCommand: the page says why.
     b.click(&b.find("#restart"));
+    wait_text(&b, "#confirm-text", "Restart agent");
+    b.click(&b.find("#confirm-yes"));
     wait_text(&b, "#action-message", "AcceptsRestartCommand");
     assert!(text_of(&b, "#action-message").contains("409"));
 
-    // A refused token is forgotten and asked for again.
+    // A refused token is forgotten and asked for again in the form.
     b.exec(
         "sessionStorage.setItem(arguments[0], 'not-the-token')",
         json!([TOKEN_KEY]),
     );
     b.click(&b.find("#push"));
-    let question = b.wait_for(
-        WAIT,
-        "the token prompt",
-        |b| b.alert_text(),
-        |_| "no prompt".into(),
-    );
-    assert!(question.contains("Admin token"), "{question}");
-    b.answer_prompt(TOKEN);
+    wait_text(&b, "#confirm-text", "again");
+    b.click(&b.find("#confirm-yes"));
+    wait_text(&b, "#sign-in-note", "refused");
+    b.type_text(&b.find("#sign-in-token"), TOKEN);
+    b.click(&b.find("#sign-in-submit"));
     config_arrives(&f.rt, &mut staging, &desired_hash);
     wait_text(&b, "#action-message", "Push sent");
     assert_eq!(
@@ -760,9 +773,128 @@ fn actions_show_the_servers_refusal_when_they_are_disabled() {
         json!([TOKEN_KEY, TOKEN]),
     );
     b.click(&b.find("#push"));
+    wait_text(&b, "#confirm-text", "again");
+    b.click(&b.find("#confirm-yes"));
     let message = wait_text(&b, "#action-message", "403");
     assert!(message.contains("--admin-token-file"), "{message}");
     drop(b);
     drop(agent);
+    f.stop();
+}
+
+/// `[uid]` of every row, in the table's order.
+fn row_order(b: &Browser) -> Vec<String> {
+    rows(b).into_iter().map(|(uid, _)| uid).collect()
+}
+
+/// The fleet page names agents by host, sorts by any column, fits a 1280 px window, says when
+/// a sync failed, and refreshes the source through the sign-in form.
+#[test]
+fn the_fleet_page_labels_sorts_fits_and_refreshes() {
+    let f = Fixture::start(true);
+    let agents = SevenAgents::connect(&f);
+    let b = Browser::start();
+    b.cmd(
+        "POST",
+        "/window/rect",
+        Some(json!({"width": 1280, "height": 900})),
+    );
+    b.goto(&f.url("/"));
+    wait_live(&b);
+
+    // Agents are labelled by host.name, with the uid as a second line.
+    let us = agents.us.id.uid_string();
+    let cell = b.exec(
+        "const td = document.querySelector(`tr[data-uid='${arguments[0]}'] td.uid`);\
+         return [td.querySelector('a').textContent, td.querySelector('.sub').textContent];",
+        json!([us]),
+    );
+    assert_eq!(cell, json!(["ip-10-0-12-34.ec2.internal", us]));
+
+    // Every status tile fits inside its card at 1280 px, and nothing scrolls sideways.
+    let fits = b.exec(
+        "const card = document.querySelector('#summary .tiles').getBoundingClientRect();\
+         const tiles = Array.from(document.querySelectorAll('#status-counts .tile'));\
+         return [tiles.length, tiles.every(t => t.getBoundingClientRect().right <= card.right + 0.5),\
+                 document.documentElement.scrollWidth <= window.innerWidth];",
+        json!([]),
+    );
+    assert_eq!(fits[1], true, "a status tile overflows its card: {fits}");
+    assert_eq!(
+        fits[2], true,
+        "the page scrolls sideways at 1280 px: {fits}"
+    );
+    assert!(fits[0].as_u64().unwrap() >= 9, "{fits}");
+
+    // Sorting by agent orders by label; a second click reverses; the API sorts the same way.
+    let mut by_label: Vec<(String, String)> = api(&f, "/api/agents")["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["attributes"]["host.name"]
+                    .as_str()
+                    .unwrap()
+                    .to_lowercase(),
+                a["instance_uid"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    by_label.sort();
+    let ascending: Vec<String> = by_label.into_iter().map(|(_, uid)| uid).collect();
+    let descending: Vec<String> = ascending.iter().rev().cloned().collect();
+    b.click(&b.find("th.sortable a[data-sort='agent']"));
+    b.wait_for(
+        WAIT,
+        "rows sorted by agent",
+        |b| (row_order(b) == ascending).then_some(()),
+        |b| format!("{:?}", row_order(b)),
+    );
+    assert!(b.url().contains("sort=agent"), "{}", b.url());
+    b.click(&b.find("th.sortable a[data-sort='agent']"));
+    b.wait_for(
+        WAIT,
+        "rows sorted by agent, descending",
+        |b| (row_order(b) == descending).then_some(()),
+        |b| format!("{:?}", row_order(b)),
+    );
+    let listed: Vec<String> = api(&f, "/api/agents?sort=-agent")["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["instance_uid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(listed, descending);
+    // Without the script, the server renders the same order.
+    b.goto(&f.url("/?sort=-agent"));
+    assert_eq!(row_order(&b), descending);
+    assert_eq!(
+        common::admin::get(f.server.admin_addr, "/api/agents?sort=color").status,
+        400
+    );
+
+    // A failed sync does not read as success.
+    wait_text(&b, "#last-sync .sync", "ok");
+    let repo = f.repo.path().join("example-config-repo");
+    let moved = f.repo.path().join("moved-away");
+    std::fs::rename(&repo, &moved).unwrap();
+    assert!(!f.rt.block_on(f.server.reload()));
+    wait_text(&b, "#last-sync .sync.failed", "failed");
+    assert!(text_of(&b, "#last-sync").contains("cannot read"));
+    std::fs::rename(&moved, &repo).unwrap();
+    assert!(f.rt.block_on(f.server.reload()));
+    wait_text(&b, "#last-sync .sync.ok", "ok");
+
+    // Refresh (admin): the sign-in form asks for the token, then the refresh is accepted.
+    b.click(&b.find("#refresh-now"));
+    wait_text(&b, "#sign-in-note", "admin token");
+    b.type_text(&b.find("#sign-in-token"), TOKEN);
+    b.click(&b.find("#sign-in-submit"));
+    wait_text(&b, "#refresh-message", "Refresh requested");
+    save_screenshot(&b, "dashboard-fleet-1280.png", false);
+
+    drop(b);
+    drop(agents);
     f.stop();
 }

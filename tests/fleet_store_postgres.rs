@@ -135,7 +135,10 @@ async fn a_restarted_server_keeps_its_fleet_in_postgres_and_sends_nothing_to_age
     let history = api(second.admin_addr, &format!("/api/agents/{uid}/history"));
     assert_eq!(history["history"].as_array().unwrap().len(), 1, "{history}");
     let events = api(second.admin_addr, &format!("/api/events?agent={uid}")).to_string();
-    assert!(events.contains("config_sent"), "the audit trail from before: {events}");
+    assert!(
+        events.contains("config_sent"),
+        "the audit trail from before: {events}"
+    );
     eventually(Duration::from_secs(10), "connected again", || {
         let a = common::server::agent(&second, &uid)?;
         (a.connected && a.status.as_str() == "applied").then_some(())

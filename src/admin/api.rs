@@ -99,8 +99,10 @@ struct AgentDetail {
     summary: AgentSummary,
     capabilities: Vec<&'static str>,
     desired_config: BTreeMap<String, String>,
-    effective_config: BTreeMap<String, String>,
-    diff: String,
+    /// Null when the agent reports no effective config.
+    effective_config: Option<BTreeMap<String, String>>,
+    /// Null when there is no effective config to compare with.
+    diff: Option<String>,
     token_name: Option<String>,
     non_identifying_attributes: BTreeMap<String, String>,
     identifying_attributes: BTreeMap<String, String>,
@@ -146,19 +148,15 @@ pub fn agent_detail(state: &AdminState, uid: &str) -> Result<Value, ApiError> {
             .collect(),
         _ => BTreeMap::new(),
     };
-    let effective_config: BTreeMap<String, String> = rec
-        .state
-        .effective_config
+    let effective_config: Option<BTreeMap<String, String>> = rec.effective_files().map(|files| {
+        files
+            .iter()
+            .map(|(name, body)| (name.clone(), shown(&String::from_utf8_lossy(body))))
+            .collect()
+    });
+    let diff = effective_config
         .as_ref()
-        .and_then(|e| e.config_map.as_ref())
-        .map(|m| {
-            m.config_map
-                .iter()
-                .map(|(k, f)| (k.clone(), shown(&String::from_utf8_lossy(&f.body))))
-                .collect()
-        })
-        .unwrap_or_default();
-    let diff = unified_diff(&desired_config, &effective_config);
+        .map(|effective| unified_diff(&desired_config, effective));
     let health = rec.state.health.as_ref().map(|h| {
         json!({"healthy": h.healthy, "status": h.status, "last_error": h.last_error,
                "components": h.component_health_map.iter().map(|(k, c)| (k.clone(), json!({"healthy": c.healthy, "status": c.status, "last_error": c.last_error}))).collect::<BTreeMap<_, _>>()})

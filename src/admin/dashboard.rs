@@ -33,6 +33,20 @@ const KEY_ATTRIBUTES: [&str; 7] = [
     "service.name",
     "k8s.namespace.name",
 ];
+/// The kinds of audit events the events page filters by (`GET /api/events?kind=`).
+const EVENT_KINDS: [&str; 11] = [
+    "revision_applied",
+    "revision_rejected",
+    "config_sent",
+    "status_reported",
+    "push",
+    "restart",
+    "agent_forgotten",
+    "rollout_paused",
+    "rollout_resumed",
+    "rollout_promoted",
+    "duplicate_uid",
+];
 /// How many attributes a table row shows (the rest are on the agent page).
 const ROW_ATTRIBUTES: usize = 3;
 
@@ -44,6 +58,7 @@ pub fn routes() -> Router<AdminState> {
         .route("/", get(index))
         .route("/agents/{uid}", get(agent))
         .route("/rules", get(rules))
+        .route("/events", get(events))
         .route("/assets/app.js", get(app_js))
         .route("/assets/app.css", get(app_css))
 }
@@ -65,6 +80,7 @@ static TEMPLATES: LazyLock<Environment<'static>> = LazyLock::new(|| {
         ("index.html", include_str!("templates/index.html")),
         ("agent.html", include_str!("templates/agent.html")),
         ("rules.html", include_str!("templates/rules.html")),
+        ("events.html", include_str!("templates/events.html")),
         ("error.html", include_str!("templates/error.html")),
     ] {
         env.add_template(name, source)
@@ -203,6 +219,8 @@ fn key_attributes(agent: &AgentSummary) -> (Vec<(&str, &str)>, usize) {
 struct Row<'a> {
     #[serde(flatten)]
     agent: &'a AgentSummary,
+    /// What names the agent to a person (`host.name`, `service.name`); the uid goes below it.
+    label: Option<&'a str>,
     key_attributes: Vec<(&'a str, &'a str)>,
     more_attributes: usize,
 }
@@ -214,6 +232,7 @@ fn page_href(query: &RawFilters, offset: usize) -> String {
         ("status", query.status.as_str()),
         ("rule", query.rule.as_str()),
         ("q", query.q.as_str()),
+        ("sort", query.sort.as_str()),
     ] {
         if !value.is_empty() {
             out.append_pair(key, value);
@@ -234,6 +253,7 @@ struct RawFilters {
     status: String,
     rule: String,
     q: String,
+    sort: String,
     limit: usize,
     offset: usize,
 }
@@ -253,6 +273,7 @@ async fn index(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Resp
             "status" => filters.status = value.into_owned(),
             "rule" => filters.rule = value.into_owned(),
             "q" => filters.q = value.into_owned(),
+            "sort" => filters.sort = value.into_owned(),
             _ => {}
         }
     }
@@ -265,6 +286,7 @@ async fn index(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Resp
         .map(|agent| {
             let (key_attributes, more_attributes) = key_attributes(agent);
             Row {
+                label: listing::label(agent),
                 agent,
                 key_attributes,
                 more_attributes,
@@ -328,6 +350,18 @@ async fn rules(State(state): State<AdminState>) -> Response {
             nav => "rules",
             revision => ser(state.store.status()),
             rules => ser(&rules),
+        },
+    )
+}
+
+async fn events(State(state): State<AdminState>) -> Response {
+    page(
+        StatusCode::OK,
+        "events.html",
+        context! {
+            nav => "events",
+            revision => ser(state.store.status()),
+            kinds => EVENT_KINDS,
         },
     )
 }

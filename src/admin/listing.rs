@@ -7,15 +7,98 @@ use crate::fleet::view::AgentSummary;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
-/// `?status=&rule=&label=k=v&q=&limit=&offset=` (label may repeat).
+/// `?status=&rule=&label=k=v&q=&sort=&limit=&offset=` (label may repeat).
 #[derive(Debug, Default, Clone)]
 pub struct AgentQuery {
     pub status: Option<Status>,
     pub rule: Option<String>,
     pub labels: Vec<(String, String)>,
     pub q: Option<String>,
+    /// The order of the listing; by instance uid when none is given.
+    pub sort: Option<Sort>,
     pub limit: usize,
     pub offset: usize,
+}
+
+/// A column to order agents by, ascending unless `descending` (`sort=-last_seen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub key: SortKey,
+    pub descending: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// The agent's label (`host.name`, else `service.name`), then its uid.
+    Agent,
+    Rule,
+    Status,
+    Health,
+    Revision,
+    LastSeen,
+}
+
+impl SortKey {
+    pub const NAMES: [&'static str; 6] =
+        ["agent", "rule", "status", "health", "revision", "last_seen"];
+
+    fn parse(text: &str) -> Option<SortKey> {
+        Some(match text {
+            "agent" => SortKey::Agent,
+            "rule" => SortKey::Rule,
+            "status" => SortKey::Status,
+            "health" => SortKey::Health,
+            "revision" => SortKey::Revision,
+            "last_seen" => SortKey::LastSeen,
+            _ => return None,
+        })
+    }
+}
+
+impl Sort {
+    fn parse(text: &str) -> Result<Sort, String> {
+        let (descending, name) = match text.strip_prefix('-') {
+            Some(name) => (true, name),
+            None => (false, text),
+        };
+        let key = SortKey::parse(name).ok_or_else(|| {
+            format!(
+                "unknown sort `{text}` (one of {}, `-` first for descending)",
+                SortKey::NAMES.join(", ")
+            )
+        })?;
+        Ok(Sort { key, descending })
+    }
+
+    fn order(&self, a: &AgentSummary, b: &AgentSummary) -> std::cmp::Ordering {
+        let by_key = match self.key {
+            // Agents without a label after those with one.
+            SortKey::Agent => {
+                let key = |x: &AgentSummary| (label(x).is_none(), label(x).map(str::to_lowercase));
+                key(a).cmp(&key(b))
+            }
+            SortKey::Rule => a.rule.cmp(&b.rule),
+            SortKey::Status => a.status.as_str().cmp(b.status.as_str()),
+            SortKey::Health => a.healthy.cmp(&b.healthy),
+            SortKey::Revision => a.revision.cmp(&b.revision),
+            SortKey::LastSeen => a.last_seen.cmp(&b.last_seen),
+        };
+        let by_key = if self.descending {
+            by_key.reverse()
+        } else {
+            by_key
+        };
+        by_key.then_with(|| a.instance_uid.cmp(&b.instance_uid))
+    }
+}
+
+/// What names an agent to a person: its `host.name`, else its `service.name`.
+pub fn label(agent: &AgentSummary) -> Option<&str> {
+    ["host.name", "service.name"]
+        .iter()
+        .find_map(|k| agent.attributes.get(*k))
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
 }
 
 impl AgentQuery {
@@ -40,6 +123,7 @@ impl AgentQuery {
                     query.labels.push((k.to_owned(), v.to_owned()));
                 }
                 "q" if !value.is_empty() => query.q = Some(value.to_lowercase()),
+                "sort" if !value.is_empty() => query.sort = Some(Sort::parse(&value)?),
                 "limit" => {
                     query.limit = value
                         .parse::<usize>()
@@ -89,7 +173,10 @@ pub struct Page<'a> {
 
 /// The agents of `all` that `query` matches, paged by its offset and limit.
 pub fn page<'a>(all: &'a [AgentSummary], query: &AgentQuery) -> Page<'a> {
-    let matching: Vec<&AgentSummary> = all.iter().filter(|a| query.matches(a)).collect();
+    let mut matching: Vec<&AgentSummary> = all.iter().filter(|a| query.matches(a)).collect();
+    if let Some(sort) = query.sort {
+        matching.sort_by(|a, b| sort.order(a, b));
+    }
     Page {
         total: matching.len(),
         agents: matching

@@ -3,8 +3,10 @@
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
 pub mod connections;
+pub mod drift;
 pub mod history;
 pub mod limits;
+pub mod lineage;
 pub mod persist;
 pub mod record;
 pub mod served;
@@ -22,11 +24,13 @@ use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
 use crate::opamp::uid::InstanceUid;
 use crate::opamp::{agent_caps, server_caps};
 use crate::options::parse_duration;
+use crate::repo::hash::ConfigHash;
 use crate::repo::Desired;
 use crate::source::RevisionWatch;
 use bytes::Bytes;
 use connections::ConnectionIndex;
 use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
+use lineage::Lineage;
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
 use served::{desired_in, Served};
 use std::collections::HashMap;
@@ -94,6 +98,8 @@ pub struct Fleet {
     connections: ConnectionIndex,
     /// The revision served and its encoded configs, swapped when the watch changes.
     served: RwLock<Option<Arc<Served>>>,
+    /// The hashes recent revisions rendered: which commit an agent's running config came from.
+    lineage: Lineage,
     settings: Option<ConnectionSettingsOffers>,
     capabilities: u64,
     next_connection: AtomicU64,
@@ -130,6 +136,7 @@ impl Fleet {
             agents: RwLock::default(),
             connections: ConnectionIndex::default(),
             served: RwLock::default(),
+            lineage: Lineage::default(),
             settings,
             capabilities,
             next_connection: AtomicU64::new(1),
@@ -169,8 +176,17 @@ impl Fleet {
             return Some(served.clone());
         }
         let served = Arc::new(Served::new(revision));
-        *slot = Some(served.clone());
+        if let Some(replaced) = slot.replace(served.clone()) {
+            self.lineage.retire(&replaced.revision);
+        }
         Some(served)
+    }
+
+    /// The revision whose render produced `hash`, among the current one and those it replaced.
+    pub fn revision_of(&self, hash: &ConfigHash) -> Option<String> {
+        let served = self.served();
+        self.lineage
+            .revision_of(served.as_ref().map(|s| s.revision.as_ref()), hash)
     }
 
     pub fn subscribe(&self) -> RevisionWatch {
@@ -305,6 +321,9 @@ impl Fleet {
         }
         self.attach_session(&mut rec, connection);
 
+        if msg.effective_config.is_some() {
+            rec.effective_version += 1;
+        }
         let received = rec.state.receive(msg);
         if received.description_changed {
             rec.refresh_info();
@@ -385,6 +404,7 @@ impl Fleet {
         let hex = hex::encode(hash);
         match status {
             RemoteConfigStatuses::Applied => {
+                rec.applied_hash = ConfigHash::try_from(hash.as_ref()).ok();
                 if let Some((offered, at)) = rec.offered_at {
                     if offered.as_slice() == hash.as_ref() {
                         rec.offered_at = None;

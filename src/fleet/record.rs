@@ -10,6 +10,7 @@ use crate::repo::AgentInfo;
 use crate::store::HistoryEntry;
 use bytes::Bytes;
 use serde::Serialize;
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -75,6 +76,12 @@ pub struct AgentRecord {
     pub resumed_from: Option<u64>,
     /// For an agent another replica holds (read from the shared store): that replica.
     pub replica: Option<String>,
+    /// The hash the agent last reported APPLIED: the config it runs, whatever it was sent since.
+    pub applied_hash: Option<ConfigHash>,
+    /// Bumped whenever the agent reports a new effective config.
+    pub effective_version: u64,
+    /// The last drift verdict and what it was computed from: (desired hash, effective version).
+    pub drift_memo: Cell<Option<(ConfigHash, u64, Option<bool>)>>,
 }
 
 impl AgentRecord {
@@ -101,7 +108,54 @@ impl AgentRecord {
             history_changed: false,
             resumed_from: None,
             replica: None,
+            applied_hash: None,
+            effective_version: 0,
+            drift_memo: Cell::new(None),
         }
+    }
+
+    /// The hash of the config the agent runs, as far as the server can tell: the last one it
+    /// reported applied, or for an agent that reports no status, the last one delivered to it.
+    pub fn running_hash(&self) -> Option<ConfigHash> {
+        if self
+            .state
+            .has(crate::opamp::agent_caps::REPORTS_REMOTE_CONFIG)
+        {
+            self.applied_hash
+        } else {
+            self.state.delivered
+        }
+    }
+
+    /// The effective config the agent reported, by file name; None when it reported none (an
+    /// empty map included: a report of nothing).
+    pub fn effective_files(&self) -> Option<BTreeMap<String, Bytes>> {
+        let map = self.state.effective_config.as_ref()?.config_map.as_ref()?;
+        if map.config_map.is_empty() {
+            return None;
+        }
+        Some(
+            map.config_map
+                .iter()
+                .map(|(name, file)| (name.clone(), file.body.clone()))
+                .collect(),
+        )
+    }
+
+    /// Whether the effective config has left `desired` (see `drift`), computed once per desired
+    /// hash and effective config.
+    pub fn drifted_from(&self, desired: &crate::repo::DesiredConfig) -> Option<bool> {
+        if let Some((hash, version, verdict)) = self.drift_memo.get() {
+            if hash == desired.hash && version == self.effective_version {
+                return verdict;
+            }
+        }
+        let verdict = self
+            .effective_files()
+            .and_then(|effective| super::drift::drifted(&desired.files, &effective));
+        self.drift_memo
+            .set(Some((desired.hash, self.effective_version, verdict)));
+        verdict
     }
 
     /// Rebuilds what templates see from the agent's description.

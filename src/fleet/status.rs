@@ -12,6 +12,8 @@ use std::fmt;
 pub enum Status {
     /// The reported hash is the desired one and the agent says it applied it.
     Applied,
+    /// The agent reports the desired hash, but its effective config is no longer the desired one.
+    Drifted,
     Applying,
     /// The agent reported FAILED for the desired hash.
     Failed,
@@ -28,8 +30,9 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Applied,
+        Status::Drifted,
         Status::Applying,
         Status::Failed,
         Status::Pending,
@@ -42,6 +45,7 @@ impl Status {
     pub fn as_str(&self) -> &'static str {
         match self {
             Status::Applied => "applied",
+            Status::Drifted => "drifted",
             Status::Applying => "applying",
             Status::Failed => "failed",
             Status::Pending => "pending",

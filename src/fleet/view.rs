@@ -17,44 +17,65 @@ pub struct AgentSummary {
     pub status: Status,
     pub connected: bool,
     pub stale: bool,
+    /// Unknown (null) while the agent is disconnected or has not reported health.
     pub healthy: Option<bool>,
     pub transport: Transport,
     pub desired_hash: Option<String>,
     pub reported_hash: Option<String>,
-    /// The revision the desired config comes from.
+    /// The revision whose render produced the config the agent runs; null when none of the
+    /// revisions this server remembers did.
     pub revision: Option<String>,
     pub last_seen: String,
-    /// Why the agent is failed, unhealthy or has no valid render.
+    /// Why the agent's config failed: its own report, or the diagnostic of a failed render.
     pub last_error: Option<String>,
     /// The replica that holds the agent (with a fleet store).
     pub replica: Option<String>,
+    /// Why the agent reports itself unhealthy (while connected).
+    pub health_error: Option<String>,
 }
 
 impl Fleet {
     pub fn summary(&self, rec: &AgentRecord) -> AgentSummary {
         let served = self.served();
         let desired = served::desired_in(served.as_deref(), &rec.info);
-        let revision = served.map(|s| s.id().to_owned());
-        let summary_status = status(&rec.state, &desired);
+        let mut summary_status = status(&rec.state, &desired);
+        if let (Status::Applied, Desired::Config(config)) = (summary_status, &desired) {
+            if rec.drifted_from(config) == Some(true) {
+                summary_status = Status::Drifted;
+            }
+        }
         let desired_hash = match &desired {
             Desired::Config(c) => Some(c.hash_hex()),
             _ => None,
         };
+        let revision = rec
+            .running_hash()
+            .and_then(|running| match (&desired, &served) {
+                (Desired::Config(c), Some(served)) if c.hash == running => {
+                    Some(served.id().to_owned())
+                }
+                _ => self.revision_of(&running),
+            });
+        let connected = rec.connected && !self.is_stale(rec);
+        let health = rec.state.health.as_ref().filter(|_| rec.connected);
         AgentSummary {
             instance_uid: rec.uid.to_string(),
             attributes: rec.info.attributes.clone(),
             rule: desired.rule().map(str::to_owned),
             status: summary_status,
-            connected: rec.connected && !self.is_stale(rec),
+            connected,
             stale: self.is_stale(rec),
-            healthy: rec.state.health.as_ref().map(|h| h.healthy),
+            healthy: health.map(|h| h.healthy),
             transport: rec.transport,
             desired_hash,
             reported_hash: rec.state.reported_hash().map(hex::encode),
-            revision: revision.filter(|_| !matches!(desired, Desired::Unmanaged)),
+            revision,
             last_seen: humantime::format_rfc3339_seconds(rec.last_seen).to_string(),
             last_error: last_error(rec, &desired, summary_status),
             replica: rec.replica.clone().or_else(|| self.persist.replica_id()),
+            health_error: health
+                .filter(|h| !h.healthy && !h.last_error.is_empty())
+                .map(|h| h.last_error.clone()),
         }
     }
 
@@ -124,12 +145,7 @@ fn last_error(rec: &AgentRecord, desired: &Desired, status: Status) -> Option<St
             .as_ref()
             .map(|s| s.error_message.clone())
             .filter(|m| !m.is_empty()),
-        _ => rec
-            .state
-            .health
-            .as_ref()
-            .filter(|h| !h.healthy && !h.last_error.is_empty())
-            .map(|h| h.last_error.clone()),
+        _ => None,
     }
 }
 
@@ -139,6 +155,8 @@ pub struct FleetCounts {
     pub total: usize,
     /// Every status in a fixed order, with its count.
     pub by_status: Vec<(&'static str, usize)>,
+    /// Health counts are of connected agents: a disconnected agent's health is unknown, and it
+    /// is counted under `disconnected` only.
     pub healthy: usize,
     pub unhealthy: usize,
     pub health_unknown: usize,
@@ -161,17 +179,18 @@ pub fn counts(agents: &[AgentSummary]) -> FleetCounts {
         {
             entry.1 += 1;
         }
-        match agent.healthy {
-            Some(true) => counts.healthy += 1,
-            Some(false) => counts.unhealthy += 1,
-            None => counts.health_unknown += 1,
-        }
         if agent.stale {
             counts.stale += 1;
         } else if agent.connected {
             counts.connected += 1;
         } else {
             counts.disconnected += 1;
+            continue;
+        }
+        match agent.healthy {
+            Some(true) => counts.healthy += 1,
+            Some(false) => counts.unhealthy += 1,
+            None => counts.health_unknown += 1,
         }
     }
     counts

@@ -95,6 +95,20 @@ impl Revision {
         self.templates.names()
     }
 
+    /// Whether a render of this revision produced `hash` and it validated.
+    pub fn rendered(&self, hash: &ConfigHash) -> bool {
+        matches!(lock(&self.verdicts).get(hash), Some(Ok(())))
+    }
+
+    /// Every hash this revision's renders produced that validated.
+    pub fn valid_hashes(&self) -> Vec<ConfigHash> {
+        lock(&self.verdicts)
+            .iter()
+            .filter(|(_, verdict)| verdict.is_ok())
+            .map(|(hash, _)| *hash)
+            .collect()
+    }
+
     /// The desired config of `agent`, rendered at most once per distinct set of read fields.
     pub fn desired(&self, agent: &Arc<AgentInfo>) -> Desired {
         self.memoised(agent, |desired, _| desired.clone())

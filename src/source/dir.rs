@@ -34,7 +34,13 @@ impl DirSource {
         match Snapshot::from_dir(&self.path) {
             Ok(snapshot) => {
                 let id = format!("dir:{}", &snapshot.digest()[..12]);
-                Ok(store.submit(&snapshot, &id, &self.path.display().to_string(), false))
+                Ok(store.submit(
+                    &snapshot,
+                    &id,
+                    &self.path.display().to_string(),
+                    false,
+                    None,
+                ))
             }
             Err(e) => {
                 let error = format!("cannot read {}: {e}", self.path.display());

@@ -3,6 +3,7 @@
 //! The last commit that compiled is remembered so a restart can serve it while the remote is
 //! unreachable.
 
+use super::commit::CommitMeta;
 use super::{RevisionStore, Submitted};
 use crate::repo::snapshot::{escaping_link, resolve_link, SizeBudget};
 use crate::repo::Snapshot;
@@ -219,17 +220,24 @@ impl GitSource {
 
     /// Fetches and offers the tip to the store; a failure is recorded in the store, not fatal.
     pub fn sync(&self, store: &RevisionStore) -> Result<Submitted, GitError> {
-        let fetched = self
-            .fetch()
-            .and_then(|(repo, commit)| Ok((self.snapshot(&repo, commit)?, commit)));
-        let (snapshot, commit) = match fetched {
+        let fetched = self.fetch().and_then(|(repo, commit)| {
+            let meta = CommitMeta::read(&repo, commit, &self.options.url);
+            Ok((self.snapshot(&repo, commit)?, commit, meta))
+        });
+        let (snapshot, commit, meta) = match fetched {
             Ok(fetched) => fetched,
             Err(e) => {
                 store.sync_failed(format!("{}: {e}", self.describe()));
                 return Err(e);
             }
         };
-        let submitted = store.submit(&snapshot, &commit.to_string(), &self.describe(), false);
+        let submitted = store.submit(
+            &snapshot,
+            &commit.to_string(),
+            &self.describe(),
+            false,
+            meta,
+        );
         if submitted == Submitted::Applied {
             self.remember(commit);
         }
@@ -247,8 +255,9 @@ impl GitSource {
         let commit = git2::Oid::from_str(text.trim())?;
         let repo = Repository::open_bare(self.mirror_path())?;
         let snapshot = self.snapshot(&repo, commit)?;
+        let meta = CommitMeta::read(&repo, commit, &self.options.url);
         tracing::warn!(revision = %commit, "serving the last good revision from the cache");
-        Ok(store.submit(&snapshot, &commit.to_string(), &self.describe(), true))
+        Ok(store.submit(&snapshot, &commit.to_string(), &self.describe(), true, meta))
     }
 }
 

@@ -2,6 +2,7 @@
 //! compiles each one and publishes it only when it compiles (all or nothing), remembering the
 //! last rejected one with its diagnostics.
 
+pub mod commit;
 pub mod dir;
 pub mod git;
 pub mod runner;
@@ -10,6 +11,7 @@ use crate::audit::{AuditKind, AuditLog};
 use crate::diagnostics::Diagnostic;
 use crate::metrics::Metrics;
 use crate::repo::{compile, CompileOptions, Revision, Snapshot};
+use commit::CommitMeta;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +30,8 @@ pub struct CurrentRevision {
     pub loaded_at: SystemTime,
     /// True when served from the local cache because the source was unreachable.
     pub from_cache: bool,
+    /// The commit's subject, author, time and forge link (git mode).
+    pub commit: Option<CommitMeta>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,13 +110,15 @@ impl RevisionStore {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Compiles `snapshot` and makes it current if it compiles.
+    /// Compiles `snapshot` and makes it current if it compiles. `commit` describes a git
+    /// revision for the API; a directory has none.
     pub fn submit(
         &self,
         snapshot: &Snapshot,
         id: &str,
         source: &str,
         from_cache: bool,
+        commit: Option<CommitMeta>,
     ) -> Submitted {
         let now = SystemTime::now();
         // A revision from the cache is no successful sync: the failure stays reported.
@@ -147,6 +153,7 @@ impl RevisionStore {
                     source: source.to_owned(),
                     loaded_at: now,
                     from_cache,
+                    commit,
                 });
                 // A revision accepted after a rejected one supersedes it: the rejection is history
                 // (it stays in the audit trail), not a current problem. The cached last good

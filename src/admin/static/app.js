@@ -142,6 +142,102 @@
     return body;
   }
 
+  // ---- admin token: a sign-in form, kept in this tab's sessionStorage ----
+
+  let afterSignIn = null;
+
+  function renderSignedIn() {
+    const signedIn = Boolean(token());
+    $('sign-in').hidden = signedIn;
+    $('sign-out').hidden = !signedIn;
+  }
+
+  // Shows the sign-in form; `then` runs once a token is given.
+  function askToSignIn(note, then) {
+    afterSignIn = then || null;
+    setText($('sign-in-note'), note || 'Actions (push, restart, refresh) need an admin token. It is kept in this tab only.');
+    $('sign-in-form').hidden = false;
+    $('sign-in-token').focus();
+  }
+
+  function initSignIn() {
+    renderSignedIn();
+    $('sign-in').addEventListener('click', () => askToSignIn());
+    $('sign-out').addEventListener('click', () => {
+      sessionStorage.removeItem(TOKEN_KEY);
+      renderSignedIn();
+    });
+    $('sign-in-cancel').addEventListener('click', () => {
+      afterSignIn = null;
+      $('sign-in-form').hidden = true;
+    });
+    $('sign-in-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      const value = $('sign-in-token').value.trim();
+      if (!value) return;
+      sessionStorage.setItem(TOKEN_KEY, value);
+      $('sign-in-token').value = '';
+      $('sign-in-form').hidden = true;
+      renderSignedIn();
+      const then = afterSignIn;
+      afterSignIn = null;
+      if (then) then();
+    });
+  }
+
+  // Asks the operator to confirm `text`; resolves true or false.
+  function confirmAction(text) {
+    const dialog = $('confirm');
+    setText($('confirm-text'), text);
+    return new Promise((resolve) => {
+      const done = (answer) => {
+        $('confirm-yes').onclick = null;
+        $('confirm-no').onclick = null;
+        dialog.onclose = null;
+        if (dialog.open) dialog.close();
+        resolve(answer);
+      };
+      $('confirm-yes').onclick = () => done(true);
+      $('confirm-no').onclick = () => done(false);
+      dialog.onclose = () => done(false);
+      dialog.showModal();
+    });
+  }
+
+  // POSTs to an admin endpoint with the token, asking to sign in first when there is none or
+  // it was refused. `report(text, kind)` shows the outcome; `done` is the success text.
+  async function adminPost(url, done, report, onSuccess) {
+    const t = token();
+    if (!t) {
+      askToSignIn('Sign in with an admin token to do this.', () => adminPost(url, done, report, onSuccess));
+      return;
+    }
+    let response;
+    try {
+      response = await fetch(url, { method: 'POST', headers: { Authorization: `Bearer ${t}` } });
+    } catch (error) {
+      report(`Failed: ${error.message || error}`, 'error');
+      return;
+    }
+    let body = {};
+    try {
+      body = await response.json();
+    } catch (_) { /* not JSON */ }
+    if (response.status === 401) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      renderSignedIn();
+      report('The admin token was refused.', 'error');
+      askToSignIn('The admin token was refused: sign in with another one.', () => adminPost(url, done, report, onSuccess));
+      return;
+    }
+    if (response.ok) {
+      report(done, 'ok');
+      if (onSuccess) onSuccess();
+    } else {
+      report(`Refused (${response.status}): ${body.error || response.statusText}`, 'error');
+    }
+  }
+
   // Runs `step` now and every POLL_MS after it finishes; the returned function runs it again
   // at once (after the one in flight, if any).
   function poller(step) {
@@ -189,9 +285,19 @@
     $('rev-cache').hidden = !(cur && cur.from_cache);
     setText($('rev-source'), cur ? cur.source : '—');
     setTime($('rev-loaded'), cur && cur.loaded_at);
+    renderInto($('rev-commit'), cur && cur.commit, (c) => {
+      if (!c) return ['—'];
+      const subject = c.url ? el('a', { href: c.url, rel: 'noreferrer' }, [c.subject]) : c.subject;
+      return [el('span', { class: 'commit-subject' }, [subject]),
+        el('span', { class: 'commit-meta' }, [`${c.author}, `, timeEl(c.time)])];
+    });
     renderInto($('last-sync'), rev.last_sync, (sync) => {
       if (!sync) return ['—'];
-      return [timeEl(sync.at), ' ', sync.error ? el('span', { class: 'error-text' }, [sync.error]) : 'ok'];
+      if (sync.error) {
+        return [el('span', { class: 'sync failed' }, ['failed']), ' ', timeEl(sync.at), ': ',
+          el('span', { class: 'error-text' }, [sync.error])];
+      }
+      return [el('span', { class: 'sync ok' }, ['ok']), ' ', timeEl(sync.at)];
     });
     const rejected = rev.rejected;
     $('rejected').hidden = !rejected;
@@ -215,15 +321,25 @@
     return { shown, more: names.length - shown.length };
   }
 
+  // Mirrors `label` in src/admin/listing.rs: what names an agent to a person.
+  function label(a) {
+    for (const key of ['host.name', 'service.name']) {
+      if (a.attributes[key]) return a.attributes[key];
+    }
+    return null;
+  }
+
   function agentRow(a) {
     const { shown, more } = keyAttributes(a.attributes);
     const attrs = shown.map((k) => attrChip(k, a.attributes[k]));
     if (more > 0) attrs.push(el('span', { class: 'more' }, [`+${more}`]));
     const mismatch = a.desired_hash !== a.reported_hash;
+    const name = label(a);
+    const href = `/agents/${encodeURIComponent(a.instance_uid)}`;
     return el('tr', { 'data-uid': a.instance_uid, 'data-status': a.status }, [
-      el('td', { class: 'uid' }, [
-        el('a', { href: `/agents/${encodeURIComponent(a.instance_uid)}` }, [a.instance_uid]),
-      ]),
+      el('td', { class: 'uid' }, name
+        ? [el('a', { href }, [name]), el('span', { class: 'sub' }, [a.instance_uid])]
+        : [el('a', { href }, [a.instance_uid])]),
       el('td', { class: 'attrs' }, attrs),
       el('td', { class: 'rule' }, [a.rule ? a.rule : el('span', { class: 'none' }, ['no rule'])]),
       el('td', {}, [badge(a.status, a.last_error)]),
@@ -235,7 +351,7 @@
         el('code', {}, [short(a.desired_hash)]), ' ', el('span', { class: 'arrow' }, ['/']), ' ',
         el('code', {}, [short(a.reported_hash)]),
       ]),
-      el('td', {}, [el('code', {}, [short(a.revision)])]),
+      el('td', {}, [el('code', {}, [a.revision ? short(a.revision) : 'unknown'])]),
       el('td', { class: 'seen' }, [connection(a), ' ', timeEl(a.last_seen)]),
     ]);
   }
@@ -255,11 +371,14 @@
     let generation = 0; // bumped when the filters change: answers to older queries are dropped
     let revisionId = $('rev-id').textContent;
 
+    let sort = new URLSearchParams(window.location.search).get('sort') || '';
+
     function query(offset) {
       const params = new URLSearchParams();
       if (status.value) params.set('status', status.value);
       if (rule.value) params.set('rule', rule.value);
       if (search.value.trim()) params.set('q', search.value.trim());
+      if (sort) params.set('sort', sort);
       if (offset) params.set('offset', String(offset));
       if (view.limit !== DEFAULT_LIMIT) params.set('limit', String(view.limit));
       return params;
@@ -373,6 +492,47 @@
         refresh();
       });
     }
+    function renderSortHeaders() {
+      for (const link of document.querySelectorAll('th.sortable a[data-sort]')) {
+        const key = link.dataset.sort;
+        const th = link.parentElement;
+        const asc = sort === key;
+        const desc = sort === `-${key}`;
+        th.classList.toggle('sorted', asc || desc);
+        th.classList.toggle('asc', asc);
+        th.classList.toggle('desc', desc);
+        if (asc || desc) th.setAttribute('aria-sort', asc ? 'ascending' : 'descending');
+        else th.removeAttribute('aria-sort');
+        link.href = `?sort=${asc ? '-' : ''}${key}`;
+      }
+    }
+    for (const link of document.querySelectorAll('th.sortable a[data-sort]')) {
+      link.addEventListener('click', (event) => {
+        event.preventDefault();
+        const key = link.dataset.sort;
+        sort = sort === key ? `-${key}` : key;
+        renderSortHeaders();
+        filtersChanged();
+      });
+    }
+    renderSortHeaders();
+
+    const refreshNow = $('refresh-now');
+    const refreshMessage = (text, kind) => {
+      const node = $('refresh-message');
+      node.className = `action-message ${kind}`;
+      setText(node, text);
+      node.hidden = false;
+    };
+    refreshNow.addEventListener('click', async () => {
+      refreshNow.disabled = true;
+      try {
+        await adminPost('/api/refresh', 'Refresh requested: the source is fetched now.', refreshMessage, refresh);
+      } finally {
+        refreshNow.disabled = false;
+      }
+    });
+
     for (const tile of document.querySelectorAll('[data-filter-status]')) {
       tile.addEventListener('click', (event) => {
         event.preventDefault();
@@ -434,19 +594,23 @@
       (c) => [connection(c)]);
     $('last-error').hidden = !a.last_error;
     setText($('last-error-text'), a.last_error || '');
+    $('health-error').hidden = !a.health_error;
+    setText($('health-error-text'), a.health_error || '');
     setText($('rule'), a.rule || 'no rule (unmanaged)');
     setText($('transport'), a.transport);
     setText($('desired-hash'), a.desired_hash || '—');
     setText($('reported-hash'), a.reported_hash || '—');
-    setText($('agent-revision'), a.revision || '—');
+    setText($('agent-revision'), a.revision || 'unknown');
     setTime($('first-seen'), a.first_seen);
     setTime($('last-seen'), a.last_seen);
     setText($('token-name'), a.token_name || '—');
     renderInto($('attrs-identifying').tBodies[0], a.identifying_attributes, kvRows);
     renderInto($('attrs-non-identifying').tBodies[0], a.non_identifying_attributes, kvRows);
+    const reported = a.effective_config !== null;
     $('diff').hidden = !a.diff;
-    $('diff-empty').hidden = Boolean(a.diff);
-    renderInto($('diff'), a.diff, diffLines);
+    $('diff-empty').hidden = Boolean(a.diff) || !reported;
+    $('diff-unreported').hidden = reported;
+    renderInto($('diff'), a.diff || '', diffLines);
     renderInto($('desired-config'), a.desired_config, fileList('none'));
     renderInto($('effective-config'), a.effective_config, fileList('not reported'));
     renderInto($('health-detail'), a.health, healthDetail);
@@ -480,54 +644,27 @@
       renderAgent(agent);
     });
 
-    // POSTs an action with the admin token, asking for it (again) when there is none or it is
-    // refused. 403: the server has mutating endpoints disabled, and says how to enable them.
-    async function act(action, done) {
+    async function act(action, question, done) {
       const button = $(action);
+      if (!(await confirmAction(question))) {
+        showMessage(`Cancelled: no ${action} sent.`, 'error');
+        return;
+      }
       button.disabled = true;
       try {
-        for (let attempt = 0; attempt < 3; attempt += 1) {
-          let t = token();
-          if (!t) {
-            const answer = window.prompt(`Admin token for ${action} (a token of the server's --admin-token-file):`);
-            if (answer === null || !answer.trim()) {
-              showMessage('Cancelled: no admin token given.', 'error');
-              return;
-            }
-            t = answer.trim();
-            sessionStorage.setItem(TOKEN_KEY, t);
-          }
-          const response = await fetch(`${url}/${action}`, {
-            method: 'POST',
-            headers: { Authorization: `Bearer ${t}` },
-          });
-          let body = {};
-          try {
-            body = await response.json();
-          } catch (_) { /* not JSON */ }
-          if (response.status === 401) {
-            sessionStorage.removeItem(TOKEN_KEY);
-            showMessage('The admin token was refused.', 'error');
-            continue;
-          }
-          if (response.ok) {
-            showMessage(done, 'ok');
-            refresh();
-          } else {
-            const reason = body.error || response.statusText;
-            showMessage(`${action} refused (${response.status}): ${reason}`, 'error');
-          }
-          return;
-        }
-      } catch (error) {
-        showMessage(`${action} failed: ${error.message || error}`, 'error');
+        await adminPost(`${url}/${action}`, done, showMessage, refresh);
       } finally {
         button.disabled = false;
       }
     }
 
-    $('push').addEventListener('click', () => act('push', 'Push sent: the agent gets its desired config again.'));
-    $('restart').addEventListener('click', () => act('restart', 'Restart command sent.'));
+    const who = () => $('uid').textContent;
+    $('push').addEventListener('click', () => act('push',
+      `Send the desired config to agent ${who()} again, whatever it reported?`,
+      'Push sent: the agent gets its desired config again.'));
+    $('restart').addEventListener('click', () => act('restart',
+      `Restart agent ${who()}? Its collector stops and starts again.`,
+      'Restart command sent.'));
   }
 
   // ---- rules page ----
@@ -563,11 +700,103 @@
     });
   }
 
+  // ---- events page ----
+
+  // What an event says besides its kind, time and agent: its other fields as `key value`.
+  function eventDetail(e) {
+    const skip = new Set(['id', 'at', 'kind', 'agent']);
+    const parts = [];
+    for (const [key, value] of Object.entries(e)) {
+      if (skip.has(key) || value === null || value === undefined || value === '') continue;
+      parts.push(el('span', { class: 'attr' }, [el('span', { class: 'k' }, [key]),
+        el('span', { class: 'v' }, [typeof value === 'object' ? JSON.stringify(value) : String(value)])]));
+    }
+    return parts;
+  }
+
+  function eventRow(e) {
+    const agentCell = e.agent
+      ? el('a', { href: `/agents/${encodeURIComponent(e.agent)}` }, [e.agent])
+      : el('span', { class: 'none' }, ['—']);
+    return el('tr', { 'data-kind': e.kind, 'data-id': String(e.id) }, [
+      el('td', { class: 'at' }, [timeEl(e.at)]),
+      el('td', { class: 'kind' }, [el('code', {}, [e.kind])]),
+      el('td', { class: 'agent' }, [agentCell]),
+      el('td', { class: 'detail' }, eventDetail(e)),
+    ]);
+  }
+
+  function initEvents() {
+    const kind = $('event-kind');
+    const agentFilter = $('event-agent');
+    const view = { offset: 0, limit: Number($('events').dataset.limit) || DEFAULT_LIMIT, total: 0, shown: 0 };
+    const initial = new URLSearchParams(window.location.search);
+    kind.value = initial.get('kind') || '';
+    agentFilter.value = initial.get('agent') || '';
+    view.offset = Number(initial.get('offset')) || 0;
+    let generation = 0;
+
+    function query(offset) {
+      const params = new URLSearchParams();
+      if (kind.value) params.set('kind', kind.value);
+      if (agentFilter.value.trim()) params.set('agent', agentFilter.value.trim());
+      if (offset) params.set('offset', String(offset));
+      return params;
+    }
+
+    const refresh = poller(async () => {
+      const mine = generation;
+      const params = query(view.offset);
+      params.set('limit', String(view.limit));
+      const [page, rev] = await Promise.all([getJSON(`/api/events?${params}`), getJSON('/api/revision')]);
+      if (mine !== generation) return;
+      renderRevision(rev);
+      view.total = page.total;
+      view.shown = page.events.length;
+      renderInto($('event-rows'), page.events, (events) => events.map(eventRow));
+      $('no-events').hidden = page.events.length > 0;
+      const first = view.shown ? view.offset + 1 : 0;
+      setText($('events-showing'), `showing ${first}–${view.offset + view.shown} of ${view.total}`);
+      $('events-prev').classList.toggle('disabled', view.offset === 0);
+      $('events-next').classList.toggle('disabled', view.offset + view.shown >= view.total);
+    });
+
+    function changed() {
+      generation += 1;
+      view.offset = 0;
+      const params = query(0).toString();
+      history.replaceState(null, '', params ? `/events?${params}` : '/events');
+      refresh();
+    }
+    let typing = null;
+    kind.addEventListener('change', changed);
+    agentFilter.addEventListener('input', () => {
+      clearTimeout(typing);
+      typing = setTimeout(changed, 250);
+    });
+    $('event-filters').addEventListener('submit', (event) => {
+      event.preventDefault();
+      changed();
+    });
+    for (const [id, delta] of [['events-prev', -1], ['events-next', 1]]) {
+      $(id).addEventListener('click', (event) => {
+        event.preventDefault();
+        const offset = delta < 0 ? Math.max(0, view.offset - view.limit) : view.offset + view.shown;
+        if (offset === view.offset || offset >= view.total) return;
+        generation += 1;
+        view.offset = offset;
+        refresh();
+      });
+    }
+  }
+
   function init() {
+    initSignIn();
     switch (document.body.dataset.page) {
       case 'index': initIndex(); break;
       case 'agent': initAgent(); break;
       case 'rules': initRules(); break;
+      case 'events': initEvents(); break;
       default: poller(async () => renderRevision(await getJSON('/api/revision')));
     }
   }
