@@ -198,9 +198,10 @@ async fn history_follows_the_configs_an_agent_applies() {
         "nobody runs the old revision's config: {running}"
     );
     let page = get(server.admin_addr, &format!("/agents/{uid}")).body;
+    let history_section = page.split("<h2>History</h2>").nth(1).unwrap_or_default();
     assert!(
-        page.contains(&hex::encode(&first)),
-        "the agent page shows its history"
+        history_section.contains(&hex::encode(&first)),
+        "the agent page shows its history: {page}"
     );
     assert_eq!(
         get(server.admin_addr, "/api/agents/not-a-uid/history").status,

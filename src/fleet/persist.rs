@@ -393,6 +393,7 @@ fn restored_record(uid: InstanceUid, stored: StoredAgent, silent: Duration) -> A
         Transport::Ws
     };
     let mut rec = AgentRecord::new(uid, Bytes::copy_from_slice(uid.as_bytes()), transport);
+    let mut applied = None;
     let state = &mut rec.state;
     state.sequence_num = stored.sequence_num;
     state.capabilities = stored.capabilities;
@@ -416,6 +417,9 @@ fn restored_record(uid: InstanceUid, stored: StoredAgent, silent: Duration) -> A
             .unwrap_or_default();
         if code == RemoteConfigStatuses::Failed {
             state.failed_hash = hash.as_slice().try_into().ok();
+        }
+        if code == RemoteConfigStatuses::Applied {
+            applied = hash.as_slice().try_into().ok();
         }
         state.remote_config_status = Some(RemoteConfigStatus {
             last_remote_config_hash: hash.into(),
@@ -450,6 +454,7 @@ fn restored_record(uid: InstanceUid, stored: StoredAgent, silent: Duration) -> A
         });
     }
     rec.refresh_info();
+    rec.applied_hash = applied;
     rec.connected = false;
     rec.first_seen = stored.first_seen;
     rec.last_seen = stored.last_seen;
