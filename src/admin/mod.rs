@@ -7,6 +7,7 @@ pub mod error;
 pub mod history;
 pub mod listing;
 pub mod read_auth;
+pub mod rollout;
 pub mod webhook;
 
 use crate::auth::{self, TokenFile};
@@ -64,6 +65,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/revisions/{id}/agents", get(history::revision_agents))
         .route("/api/rules", get(api::rules))
         .route("/api/events", get(api::events))
+        .route("/api/rollout", get(rollout::list))
+        .route("/api/rollout/pause", post(rollout::pause))
+        .route("/api/rollout/resume", post(rollout::resume))
+        .route("/api/rollout/promote", post(rollout::promote))
         .route("/metrics", get(metrics))
         .merge(dashboard::routes())
         .fallback(not_found)
@@ -158,6 +163,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     for (labels, count) in counts {
         metrics.agents.get_or_create(&labels).set(count);
     }
+    metrics.set_rollouts(&state.fleet.rollouts());
     (
         [(
             axum::http::header::CONTENT_TYPE,
