@@ -23,6 +23,13 @@ apt_install() {
 # Build tools for the crate, and git for the repositories the tests create.
 apt_install build-essential pkg-config git ca-certificates chromium chromium-driver
 
+# PostgreSQL for the fleet-store tests: a throwaway cluster on a loopback port, stopped on exit.
+apt_install postgresql
+log "starting a throwaway PostgreSQL cluster (scripts/postgres.sh)"
+read -r PG_DIR OPAMP_GITOPS_TEST_POSTGRES_URL < <(scripts/postgres.sh start)
+trap 'scripts/postgres.sh stop "$PG_DIR"' EXIT
+export OPAMP_GITOPS_TEST_POSTGRES_URL OPAMP_GITOPS_TEST_POSTGRES_DIR="$PG_DIR"
+
 # The Go reference peers (opamp-go agent, Collector, Supervisor), built from the Go module proxy
 # into a cache keyed by their go.sum files: a warm run costs nothing.
 log "building the Go reference peers (tests/reference/build.sh)"

@@ -2,7 +2,8 @@
 //! agent reports and every admin action, as structured log lines (target `audit`) and as a
 //! bounded in-memory list that `GET /api/events` serves newest first.
 
-use serde::Serialize;
+use crate::store::StoredEvent;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// Bytes (of their JSON form) the events kept in memory may take together.
 pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuditKind {
     RevisionApplied {
@@ -52,7 +53,7 @@ pub enum AuditKind {
 }
 
 /// What an operator did through the admin API.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminAction {
     Refresh,
@@ -89,6 +90,9 @@ pub struct AuditLog {
     capacity: usize,
     max_bytes: usize,
     next_id: AtomicU64,
+    /// Events the fleet store has not written yet, when there is a store (bounded like the
+    /// list: during a long outage the oldest are dropped).
+    unsaved: Mutex<Option<VecDeque<AuditEvent>>>,
 }
 
 impl Default for AuditLog {
@@ -109,6 +113,7 @@ impl AuditLog {
             capacity,
             max_bytes,
             next_id: AtomicU64::new(1),
+            unsaved: Mutex::new(None),
         }
     }
 
@@ -121,6 +126,21 @@ impl AuditLog {
         let json = serde_json::to_string(&event.kind).unwrap_or_default();
         tracing::info!(target: "audit", event = %json, "audit");
         let size = json.len();
+        if let Some(unsaved) = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            unsaved.push_back(event.clone());
+            while unsaved.len() > self.capacity {
+                unsaved.pop_front();
+            }
+        }
+        self.push(event, size);
+    }
+
+    fn push(&self, event: AuditEvent, size: usize) {
         let mut guard = self.events.lock().unwrap_or_else(|e| e.into_inner());
         let (events, bytes) = &mut *guard;
         events.push_back((event, size));
@@ -129,6 +149,66 @@ impl AuditLog {
             if let Some((_, dropped)) = events.pop_front() {
                 *bytes -= dropped;
             }
+        }
+    }
+
+    /// Puts events loaded from the fleet store (oldest first) in the list, and keeps every
+    /// new event for the store from now on; ids continue after the stored ones.
+    pub fn restore(&self, stored: Vec<StoredEvent>) {
+        for s in stored {
+            let Ok(kind) = serde_json::from_str::<AuditKind>(&s.body) else {
+                continue;
+            };
+            self.next_id.fetch_max(s.id + 1, Ordering::Relaxed);
+            let size = s.body.len();
+            self.push(
+                AuditEvent {
+                    id: s.id,
+                    at: s.at,
+                    kind,
+                },
+                size,
+            );
+        }
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(VecDeque::new);
+    }
+
+    /// The events the store has not written yet, oldest first.
+    pub fn take_unsaved(&self) -> Vec<AuditEvent> {
+        self.unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .map(|u| u.drain(..).collect())
+            .unwrap_or_default()
+    }
+
+    /// A write failed: `events` (taken earlier) go back before the newer ones.
+    pub fn requeue(&self, events: Vec<AuditEvent>) {
+        if let Some(unsaved) = self
+            .unsaved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            for event in events.into_iter().rev() {
+                unsaved.push_front(event);
+            }
+            while unsaved.len() > self.capacity {
+                unsaved.pop_front();
+            }
+        }
+    }
+
+    /// An event as the store keeps it.
+    pub fn stored(event: &AuditEvent) -> StoredEvent {
+        StoredEvent {
+            id: event.id,
+            at: event.at,
+            body: serde_json::to_string(&event.kind).unwrap_or_default(),
         }
     }
 
@@ -180,5 +260,25 @@ mod tests {
             log.record(sent("a"));
         }
         assert_eq!(log.recent(None, 100).len(), 3);
+    }
+
+    #[test]
+    fn stored_events_come_back_and_new_ones_continue_their_ids() {
+        let first = AuditLog::default();
+        first.restore(Vec::new());
+        first.record(sent("a"));
+        let stored: Vec<StoredEvent> = first.take_unsaved().iter().map(AuditLog::stored).collect();
+        assert_eq!(stored.len(), 1);
+        let second = AuditLog::default();
+        second.restore(stored);
+        second.record(sent("b"));
+        let all = second.recent(None, 10);
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].id, 2);
+        assert_eq!(all[1].kind, sent("a"));
+        let unsaved = second.take_unsaved();
+        assert_eq!(unsaved.len(), 1);
+        second.requeue(unsaved);
+        assert_eq!(second.take_unsaved().len(), 1);
     }
 }

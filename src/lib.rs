@@ -18,4 +18,5 @@ pub mod redact;
 pub mod repo;
 pub mod server;
 pub mod source;
+pub mod store;
 pub mod transport;

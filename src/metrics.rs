@@ -60,6 +60,7 @@ pub struct Metrics {
     pub sync_failures: Counter,
     pub compile_failures: Counter,
     pub render_errors: Counter,
+    pub store_errors: Counter,
     pub messages: Family<DirectionLabels, Counter>,
     pub bytes: Family<DirectionLabels, Counter>,
     pub http_requests: Family<RequestLabels, Counter>,
@@ -92,6 +93,7 @@ impl Metrics {
             sync_failures: Counter::default(),
             compile_failures: Counter::default(),
             render_errors: Counter::default(),
+            store_errors: Counter::default(),
             messages: Family::default(),
             bytes: Family::default(),
             http_requests: Family::default(),
@@ -146,6 +148,11 @@ impl Metrics {
             "render_errors",
             "Agents whose config did not render or validate under a revision",
             m.render_errors.clone(),
+        );
+        registry.register(
+            "store_errors",
+            "Failed writes to the fleet store (retried at the next flush)",
+            m.store_errors.clone(),
         );
         registry.register(
             "messages",

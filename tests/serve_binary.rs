@@ -21,7 +21,10 @@ impl Served {
             .args(args)
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stderr(Stdio::piped())
+            // The default store is in the shared cache directory, which another test's server
+            // may hold: these tests are about the command line, not the store.
+            .env("OPAMP_GITOPS_STORE", "memory");
         for (k, v) in env {
             command.env(k, v);
         }

@@ -35,7 +35,11 @@ pub async fn agents(
 
 /// `GET /api/summary`: counts by status, health and connection over the whole fleet.
 pub async fn summary(State(state): State<AdminState>) -> Response {
-    Json(crate::fleet::view::counts(&state.fleet.summaries())).into_response()
+    let counts = crate::fleet::view::counts(&state.fleet.summaries());
+    let mut body = serde_json::to_value(counts).unwrap_or_default();
+    body["store"] = json!(state.fleet.store_status());
+    body["replica"] = json!(state.fleet.replica_id());
+    Json(body).into_response()
 }
 
 /// Attribute text one page of `/api/attribute-sets` carries at most: a page ends early past it
@@ -125,7 +129,7 @@ pub fn agent_detail(state: &AdminState, uid: &str) -> Result<Value, ApiError> {
     let uid = parse_uid(uid)?;
     let record = state
         .fleet
-        .record(&uid)
+        .visible_record(&uid)
         .ok_or_else(|| ApiError::not_found(format!("no agent {uid}")))?;
     let rec = record.lock().unwrap_or_else(|e| e.into_inner());
     let summary = state.fleet.summary(&rec);

@@ -336,6 +336,7 @@ async fn agent(State(state): State<AdminState>, Path(uid): Path<String>) -> Resp
             nav => "fleet",
             revision => ser(state.store.status()),
             agent => ser(&detail),
+            history => ser(super::history::agent_history(&state, &uid).unwrap_or_default()),
         },
     )
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod dashboard;
 pub mod error;
+pub mod history;
 pub mod listing;
 pub mod read_auth;
 pub mod rollout;
@@ -60,6 +61,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/agents/{uid}", get(api::agent).delete(api::forget))
         .route("/api/agents/{uid}/push", post(api::push))
         .route("/api/agents/{uid}/restart", post(api::restart))
+        .route("/api/agents/{uid}/history", get(history::agent))
+        .route("/api/revisions/{id}/agents", get(history::revision_agents))
         .route("/api/rules", get(api::rules))
         .route("/api/events", get(api::events))
         .route("/api/rollout", get(rollout::list))

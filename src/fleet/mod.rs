@@ -4,8 +4,10 @@
 
 pub mod connections;
 pub mod drift;
+pub mod history;
 pub mod limits;
 pub mod lineage;
+pub mod persist;
 pub mod record;
 pub mod rollout;
 pub mod served;
@@ -106,6 +108,8 @@ pub struct Fleet {
     next_connection: AtomicU64,
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
+    /// What the fleet store has not written yet (nothing without a store).
+    persist: persist::Persistence,
     /// Staged rollouts: which waves each scope admits under the revision served.
     rollouts: rollout::Rollouts,
     started: Instant,
@@ -147,6 +151,7 @@ impl Fleet {
             next_connection: AtomicU64::new(1),
             metrics,
             audit,
+            persist: persist::Persistence::default(),
             rollouts: rollout::Rollouts::default(),
             started: Instant::now(),
             last_new_agent: Mutex::new(Instant::now()),
@@ -323,6 +328,7 @@ impl Fleet {
             return Handled::Unavailable { reply, retry_after };
         };
         let mut rec = lock(&record);
+        persist::continue_or_reset(&mut rec, msg.sequence_num);
         rec.uid_bytes = uid_bytes.clone();
         rec.last_seen = SystemTime::now();
         rec.last_heard = Instant::now();
@@ -365,10 +371,22 @@ impl Fleet {
             &intent,
             InstanceUid::new_v7,
         );
+        if let Some((hash, RemoteConfigStatuses::Applied, _)) = &received.status_report {
+            let rendered = matches!(&desired, Desired::Config(c) if c.hash[..] == hash[..]);
+            history::applied(
+                &mut rec,
+                hash,
+                revision.filter(|_| rendered),
+                SystemTime::now(),
+            );
+        }
         let new_uid = self.on_events(&mut rec, &events, revision);
         drop(rec);
+        self.persist.mark(uid);
         if let Some(new_uid) = new_uid {
             self.rekey(uid, new_uid, &record);
+            self.persist.mark_forgotten(uid);
+            self.persist.mark(new_uid);
         }
         Handled::Reply { uid, reply }
     }
@@ -506,6 +524,9 @@ impl Fleet {
 
     /// Carries out an operator's action on one agent.
     pub fn act(&self, uid: &InstanceUid, action: AgentAction) -> Result<(), ActionError> {
+        if let Some(forwarded) = self.forward(uid, action) {
+            return forwarded;
+        }
         match action {
             AgentAction::Push => self.force_push(uid),
             AgentAction::Restart => self.restart(uid),
@@ -695,6 +716,7 @@ impl Fleet {
             {
                 rec.session = None;
                 rec.connected = false;
+                self.persist.mark(uid);
             }
         }
     }
@@ -709,6 +731,7 @@ impl Fleet {
             ));
         }
         agents.remove(uid);
+        self.persist.mark_forgotten(*uid);
         Ok(())
     }
 
@@ -734,9 +757,13 @@ impl Fleet {
         let ttl = self.config.agent_ttl;
         let mut agents = self.agents.write().unwrap_or_else(|e| e.into_inner());
         let before = agents.len();
-        agents.retain(|_, record| {
+        agents.retain(|uid, record| {
             let rec = lock(record);
-            rec.session.is_some() || rec.last_heard.elapsed() < ttl
+            let keep = rec.session.is_some() || rec.last_heard.elapsed() < ttl;
+            if !keep {
+                self.persist.mark_forgotten(*uid);
+            }
+            keep
         });
         before - agents.len()
     }

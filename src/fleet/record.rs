@@ -7,10 +7,11 @@ use crate::opamp::session::{AgentState, ConnectionId};
 use crate::opamp::uid::InstanceUid;
 use crate::repo::hash::ConfigHash;
 use crate::repo::AgentInfo;
+use crate::store::HistoryEntry;
 use bytes::Bytes;
 use serde::Serialize;
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use tokio::sync::mpsc;
@@ -66,6 +67,15 @@ pub struct AgentRecord {
     pub offered_at: Option<(ConfigHash, Instant)>,
     /// The revision under which this agent's render last failed (counted once per revision).
     pub render_error_revision: Option<String>,
+    /// The configs it ran, oldest first (bounded): see `fleet::history`.
+    pub history: VecDeque<HistoryEntry>,
+    /// The history changed since the store last wrote it.
+    pub history_changed: bool,
+    /// Loaded from the fleet store with this sequence number: the agent's first message
+    /// continues it, or what was stored is dropped and the full state asked for.
+    pub resumed_from: Option<u64>,
+    /// For an agent another replica holds (read from the shared store): that replica.
+    pub replica: Option<String>,
     /// The hash the agent last reported APPLIED: the config it runs, whatever it was sent since.
     pub applied_hash: Option<ConfigHash>,
     /// Bumped whenever the agent reports a new effective config.
@@ -94,6 +104,10 @@ impl AgentRecord {
             token_name: None,
             offered_at: None,
             render_error_revision: None,
+            history: VecDeque::new(),
+            history_changed: false,
+            resumed_from: None,
+            replica: None,
             applied_hash: None,
             effective_version: 0,
             drift_memo: Cell::new(None),

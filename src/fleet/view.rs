@@ -28,6 +28,8 @@ pub struct AgentSummary {
     pub last_seen: String,
     /// Why the agent's config failed: its own report, or the diagnostic of a failed render.
     pub last_error: Option<String>,
+    /// The replica that holds the agent (with a fleet store).
+    pub replica: Option<String>,
     /// Why the agent reports itself unhealthy (while connected).
     pub health_error: Option<String>,
 }
@@ -73,6 +75,7 @@ impl Fleet {
             revision,
             last_seen: humantime::format_rfc3339_seconds(rec.last_seen).to_string(),
             last_error: last_error(rec, &desired, summary_status),
+            replica: rec.replica.clone().or_else(|| self.persist.replica_id()),
             health_error: health
                 .filter(|h| !h.healthy && !h.last_error.is_empty())
                 .map(|h| h.last_error.clone()),
@@ -82,7 +85,7 @@ impl Fleet {
     /// Every agent's summary, ordered by uid.
     pub fn summaries(&self) -> Vec<AgentSummary> {
         let mut all: Vec<AgentSummary> = self
-            .records()
+            .visible_records()
             .iter()
             .map(|r| self.summary(&r.lock().unwrap_or_else(|e| e.into_inner())))
             .collect();

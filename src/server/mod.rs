@@ -4,6 +4,7 @@
 use crate::admin::{self, AdminState};
 use crate::audit::AuditLog;
 use crate::auth::TokenFile;
+use crate::fleet::persist::Flusher;
 use crate::fleet::{Fleet, FleetConfig};
 use crate::metrics::Metrics;
 use crate::net::listener::{self, Limits};
@@ -15,6 +16,7 @@ use crate::source::dir::DirSource;
 use crate::source::git::{is_git_url, GitOptions, GitSource};
 use crate::source::runner::{self, Source};
 use crate::source::RevisionStore;
+use crate::store::{FleetStore, ReplicaBeat, StoreOptions};
 use crate::transport::{opamp_router, OpampState};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -136,6 +138,8 @@ pub struct ServeOptions {
     pub show_secrets: bool,
     #[command(flatten)]
     pub fleet: FleetConfig,
+    #[command(flatten)]
+    pub fleet_store: StoreOptions,
     /// Largest inbound message, measured after decompression.
     #[arg(long, env = "OPAMP_GITOPS_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES, help_heading = "Limits")]
     pub max_message_bytes: usize,
@@ -163,12 +167,15 @@ impl ServeOptions {
     /// The defaults, on loopback listeners with ports the OS picks: what tests use.
     pub fn local(repo: impl AsRef<std::path::Path>) -> ServeOptions {
         let loopback: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
-        ServeOptions {
+        let mut options = ServeOptions {
             repo: repo.as_ref().display().to_string(),
             listen: loopback,
             admin_listen: loopback,
             ..crate::options::defaults()
-        }
+        };
+        // Tests share the default cache directory: no store unless a test asks for one.
+        options.fleet_store.store = Some("memory".into());
+        options
     }
 
     /// TLS on both listeners (client authentication only on the OpAMP one), when configured.
@@ -222,6 +229,15 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             None
         }
     };
+    let fleet_store = FleetStore::open(
+        &options
+            .fleet_store
+            .backend(&options.cache_dir)
+            .map_err(anyhow::Error::msg)?,
+        options.fleet_store.password().map_err(anyhow::Error::msg)?,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let healthy = runner::initial_sync(&source, &store).await;
     let fleet = Arc::new(Fleet::new(
         options.fleet.clone(),
@@ -231,6 +247,40 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     ));
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
+    let mut tasks = JoinSet::new();
+    if let Some(fleet_store) = fleet_store {
+        let replica_id = options.fleet_store.replica_id();
+        let loaded = fleet_store
+            .load(&replica_id)
+            .await
+            .map_err(anyhow::Error::msg)?;
+        audit.restore(loaded.events);
+        let restored = fleet.restore(fleet_store.backend(), &replica_id, loaded.agents);
+        let fleet_store = Arc::new(fleet_store);
+        tasks.spawn(crate::fleet::persist::relay(
+            fleet.clone(),
+            fleet_store.clone(),
+            shutdown.clone(),
+        ));
+        tracing::info!(
+            backend = fleet_store.backend(),
+            agents = restored,
+            "fleet store loaded"
+        );
+        let flusher = Flusher {
+            fleet: fleet.clone(),
+            store: fleet_store,
+            audit: audit.clone(),
+            metrics: metrics.clone(),
+            interval: options.fleet_store.store_flush_interval,
+            replica: ReplicaBeat {
+                replica_id,
+                started_at: std::time::SystemTime::now(),
+                admin_url: None,
+            },
+        };
+        tasks.spawn(flusher.run(shutdown.clone()));
+    }
 
     let opamp_listener = TcpListener::bind(options.listen)
         .await
@@ -278,7 +328,6 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     } else {
         admin_app
     };
-    let mut tasks = JoinSet::new();
     let (opamp_tls, admin_tls) = match &options.tls() {
         Some(files) => {
             let admin_files = TlsFiles {

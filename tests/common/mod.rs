@@ -7,9 +7,11 @@ pub mod browser;
 pub mod clients;
 pub mod e2e;
 pub mod git;
+pub mod postgres;
 pub mod process;
 pub mod reference;
 pub mod repo;
+pub mod served;
 pub mod server;
 pub mod tls;
 
