@@ -20,8 +20,9 @@ apt_install() {
   fi
 }
 
-# Build tools for the crate, and git for the repositories the tests create.
-apt_install build-essential pkg-config git ca-certificates chromium chromium-driver
+# Build tools for the crate, git for the repositories the tests create, and promtool (Debian's
+# prometheus package) for the alert rules in deploy/monitoring.
+apt_install build-essential pkg-config git ca-certificates chromium chromium-driver prometheus
 
 # The Go reference peers (opamp-go agent, Collector, Supervisor), built from the Go module proxy
 # into a cache keyed by their go.sum files: a warm run costs nothing.
