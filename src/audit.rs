@@ -43,6 +43,12 @@ pub enum AuditKind {
         agent: Option<String>,
         token: String,
     },
+    /// An operator paused a staged rollout (`POST /api/rollout/pause`).
+    RolloutPaused { scope: String, token: String },
+    /// An operator resumed one, forgiving the failures counted so far.
+    RolloutResumed { scope: String, token: String },
+    /// An operator admitted the next wave now.
+    RolloutPromoted { scope: String, token: String },
 }
 
 /// What an operator did through the admin API.

@@ -62,8 +62,22 @@ pub struct RequestLabels {
     pub code: u16,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeLabels {
+    pub scope: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScopeStateLabels {
+    pub scope: String,
+    pub state: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub rollout_state: Family<ScopeStateLabels, Gauge>,
+    pub rollout_wave: Family<ScopeLabels, Gauge>,
+    pub rollout_agents: Family<ScopeStateLabels, Gauge>,
     pub agents: Family<AgentLabels, Gauge>,
     pub config_pushes: Counter,
     pub full_state_requests: Counter,
@@ -97,6 +111,9 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("opamp_gitops");
         let m = Metrics {
+            rollout_state: Family::default(),
+            rollout_wave: Family::default(),
+            rollout_agents: Family::default(),
             agents: Family::default(),
             config_pushes: Counter::default(),
             full_state_requests: Counter::default(),
@@ -209,6 +226,21 @@ impl Metrics {
             m.revision_rejected.clone(),
         );
         registry.register_collector(Box::new(process::ProcessCollector));
+        registry.register(
+            "rollout_state",
+            "Each staged rollout's state (1 for the current one) by scope",
+            m.rollout_state.clone(),
+        );
+        registry.register(
+            "rollout_wave",
+            "The highest admitted wave of each staged rollout (0: the canary)",
+            m.rollout_wave.clone(),
+        );
+        registry.register(
+            "rollout_agents",
+            "Agents of each staged rollout: admitted, applied, failed, waiting",
+            m.rollout_agents.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -281,6 +313,42 @@ impl Metrics {
         self.agents.clear();
         for (labels, count) in counts {
             self.agents.get_or_create(&labels).set(count);
+        }
+    }
+
+    /// The staged rollouts as the fleet's last tick saw them.
+    pub fn set_rollouts(&self, rollouts: &[crate::fleet::rollout::RolloutView]) {
+        use crate::fleet::rollout::RolloutState;
+        self.rollout_state.clear();
+        self.rollout_wave.clear();
+        self.rollout_agents.clear();
+        for r in rollouts {
+            for state in RolloutState::ALL {
+                self.rollout_state
+                    .get_or_create(&ScopeStateLabels {
+                        scope: r.scope.clone(),
+                        state: state.as_str(),
+                    })
+                    .set(i64::from(state == r.state));
+            }
+            self.rollout_wave
+                .get_or_create(&ScopeLabels {
+                    scope: r.scope.clone(),
+                })
+                .set(r.wave as i64);
+            for (state, count) in [
+                ("admitted", r.admitted),
+                ("applied", r.applied),
+                ("failed", r.failed),
+                ("waiting", r.waiting),
+            ] {
+                self.rollout_agents
+                    .get_or_create(&ScopeStateLabels {
+                        scope: r.scope.clone(),
+                        state,
+                    })
+                    .set(count as i64);
+            }
         }
     }
 

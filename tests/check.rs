@@ -454,3 +454,117 @@ fn a_render_over_the_output_limit_fails() {
     );
     assert_error(&check(&repo, &[]), "templates/base.yaml.j2", &["limit"]);
 }
+
+/// A repo with a fleet-wide rollout and a rule with its own; `uid` for the dev sample agent.
+fn rollout_repo(uid: &str) -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write(
+        "fleet.yaml",
+        &format!(
+            "{}rollout:\n  canary: {{ match: {{ environment: staging }} }}\n  waves: [5, 25, 100]\n  soak: 60s\n",
+            common::repo::FLEET
+        ),
+    );
+    repo.write(
+        "agents/other.yaml",
+        &format!(
+            "instance_uid: {uid}\nattributes: {{environment: dev}}\nexpect: {{rule: everyone}}\n"
+        ),
+    );
+    repo.write(
+        "agents/stage.yaml",
+        "attributes: {environment: staging}\nexpect: {rule: everyone}\n",
+    );
+    repo
+}
+
+#[test]
+fn check_prints_each_sample_agents_rollout_scope_and_wave() {
+    let uid = "0190d5e6-8b3c-7c2a-9f10-3a4b5c6d7e8f";
+    let cohort =
+        opamp_gitops::repo::rollout::cohort(uuid::Uuid::parse_str(uid).unwrap().as_bytes());
+    let (wave, label) = match cohort {
+        c if c < 500 => (1, "5 %"),
+        c if c < 2500 => (2, "25 %"),
+        _ => (3, "100 %"),
+    };
+    let repo = rollout_repo(uid);
+    let human = check(&repo, &[]);
+    assert_eq!(human.code, 0, "{human:?}");
+    assert!(
+        human.stdout.contains(&format!(
+            "agent other: rollout fleet, wave {wave} ({label})"
+        )),
+        "{human:?}"
+    );
+    assert!(
+        human
+            .stdout
+            .contains("agent stage: rollout fleet, wave 0 (canary)"),
+        "{human:?}"
+    );
+    let json = check(&repo, &["--format", "json"]);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let other = report["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "other")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        other["rollout"],
+        serde_json::json!({"scope": "fleet", "wave": wave})
+    );
+    let prod = report["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "prod")
+        .unwrap()
+        .clone();
+    assert!(prod["rollout"]["wave"].as_u64().is_some(), "{prod}");
+}
+
+#[test]
+fn bad_rollout_sections_are_errors_with_file_and_line() {
+    let repo = TestRepo::new();
+    let fleet = common::repo::FLEET;
+    let line = fleet.lines().count() + 2;
+    repo.write(
+        "fleet.yaml",
+        &format!("{fleet}rollout:\n  waves: [25, 5, 100]\n"),
+    );
+    assert_error(
+        &check(&repo, &[]),
+        &format!("fleet.yaml:{line}:"),
+        &["ascend"],
+    );
+    repo.write(
+        "fleet.yaml",
+        &format!("{fleet}rollout:\n  waves: [100]\n  soak: -1s\n"),
+    );
+    assert_error(
+        &check(&repo, &[]),
+        &format!("fleet.yaml:{}:", line + 1),
+        &["negative"],
+    );
+    repo.write(
+        "fleet.yaml",
+        &format!("{fleet}rollout:\n  freeze:\n    - {{ schedule: \"not cron\", duration: 1h }}\n"),
+    );
+    assert_error(
+        &check(&repo, &[]),
+        &format!("fleet.yaml:{}:", line + 1),
+        &["cron"],
+    );
+    repo.write(
+        "fleet.yaml",
+        &format!("{fleet}rollout:\n  freeze:\n    - {{ schedule: \"0 1 * * *\", duration: 1h, time_zone: Nowhere/City }}\n"),
+    );
+    assert_error(
+        &check(&repo, &[]),
+        &format!("fleet.yaml:{}:", line + 1),
+        &["time zone"],
+    );
+}

@@ -715,9 +715,9 @@ fn the_rules_page_matches_the_api_and_a_rejected_revision_shows_live() {
     );
     let fleet_yaml = f.repo.path().join("example-config-repo/fleet.yaml");
     let text = std::fs::read_to_string(&fleet_yaml).unwrap();
-    std::fs::write(&fleet_yaml, format!("{text}\nwaves: [5, 100]\n")).unwrap();
+    std::fs::write(&fleet_yaml, format!("{text}\nwavez: [5, 100]\n")).unwrap();
     let diagnostics = wait_text(&b, "#rejected-diagnostics", "fleet.yaml:");
-    assert!(diagnostics.contains("waves"), "{diagnostics}");
+    assert!(diagnostics.contains("wavez"), "{diagnostics}");
     assert_eq!(text_of(&b, "#rev-id"), revision);
     save_screenshot(&b, "dashboard-rejected.png", false);
 
@@ -894,6 +894,132 @@ fn the_fleet_page_labels_sorts_fits_and_refreshes() {
     wait_text(&b, "#refresh-message", "Refresh requested");
     save_screenshot(&b, "dashboard-fleet-1280.png", false);
 
+    drop(b);
+    drop(agents);
+    f.stop();
+}
+
+/// The events page lists the audit trail and filters it by kind and agent.
+#[test]
+fn the_events_page_lists_and_filters_the_audit_trail() {
+    let f = Fixture::start(true);
+    let agents = SevenAgents::connect(&f);
+    let us = agents.us.id.uid_string();
+    let b = Browser::start();
+    b.goto(&f.url("/events"));
+    wait_live(&b);
+    let kinds = |b: &Browser| -> Vec<String> {
+        serde_json::from_value(b.exec(
+            "return Array.from(document.querySelectorAll('#event-rows tr')).map(r => r.dataset.kind);",
+            json!([]),
+        ))
+        .unwrap()
+    };
+    let all = kinds(&b);
+    for kind in ["revision_applied", "config_sent", "status_reported"] {
+        assert!(all.iter().any(|k| k == kind), "{kind} in {all:?}");
+    }
+
+    // By kind: only configs sent, one per managed agent that got one.
+    b.exec(
+        "const s = document.getElementById('event-kind'); s.value = 'config_sent';\
+         s.dispatchEvent(new Event('change'));",
+        json!([]),
+    );
+    b.wait_for(
+        WAIT,
+        "only config_sent rows",
+        |b| {
+            let k = kinds(b);
+            (!k.is_empty() && k.iter().all(|k| k == "config_sent")).then_some(())
+        },
+        |b| format!("{:?}", kinds(b)),
+    );
+    let total = api(&f, "/api/events?kind=config_sent")["total"]
+        .as_u64()
+        .unwrap();
+    wait_text(&b, "#events-showing", &format!("of {total}"));
+
+    // And by agent: that agent's events only.
+    b.type_text(&b.find("#event-agent"), &us);
+    b.wait_for(
+        WAIT,
+        "one agent's config_sent rows",
+        |b| {
+            let agents: Vec<String> = serde_json::from_value(b.exec(
+                "return Array.from(document.querySelectorAll('#event-rows tr td.agent')).map(td => td.textContent);",
+                json!([]),
+            ))
+            .unwrap();
+            (!agents.is_empty() && agents.iter().all(|a| *a == us)).then_some(())
+        },
+        |b| format!("{:?}", kinds(b)),
+    );
+    assert!(b.url().contains("kind=config_sent"), "{}", b.url());
+    not_pwned(&b);
+    drop(b);
+    drop(agents);
+    f.stop();
+}
+
+/// The fleet page's rollout panel: the current revision's waves with their progress, the held
+/// and applied counts, and the Promote button admitting the next wave.
+#[test]
+fn the_rollout_panel_shows_the_waves_and_promotes_through_the_api() {
+    let f = Fixture::start(true);
+    let dir = f.repo.path().join("example-config-repo");
+    let fleet_yaml = dir.join("fleet.yaml");
+    let text = std::fs::read_to_string(&fleet_yaml).unwrap();
+    std::fs::write(
+        &fleet_yaml,
+        format!("{text}\nrollout:\n  waves: [50, 100]\n  soak: 1h\n"),
+    )
+    .unwrap();
+    assert!(f.rt.block_on(f.server.reload()));
+    let mut agents = Vec::new();
+    for i in 0..12 {
+        let host = format!("host-{i}");
+        agents.push(f.connect(
+            &[
+                ("service.name", "otel-collector"),
+                ("environment", "production"),
+                ("region", "us-east-1"),
+                ("host.name", host.as_str()),
+            ],
+            Outcome::Applied,
+        ));
+    }
+    // A new revision: every agent's config changes; half of them wait behind wave 1.
+    let text = std::fs::read_to_string(&fleet_yaml).unwrap();
+    std::fs::write(
+        &fleet_yaml,
+        text.replacen("timeout: 10s", "timeout: 11s", 1),
+    )
+    .unwrap();
+    common::e2e::update_goldens(&dir);
+    assert!(f.rt.block_on(f.server.reload()));
+
+    let b = Browser::start();
+    b.goto(&f.url("/"));
+    wait_live(&b);
+    wait_text(&b, "#rollouts .rollout[data-scope=fleet] h3", "wave 1");
+    let counts = wait_text(&b, "#rollouts .rollout-counts", "held");
+    assert!(!counts.starts_with("0 held"), "{counts}");
+    assert_eq!(
+        b.find_all("#rollouts .wave").len(),
+        3,
+        "canary slot, 50 %, 100 %"
+    );
+    assert!(text_of(&b, "#rollouts .wave[data-wave='1']").contains("50 %"));
+    b.click(&b.find("#rollouts [data-rollout-action=promote]"));
+    wait_text(&b, "#sign-in-note", "admin token");
+    b.type_text(&b.find("#sign-in-token"), TOKEN);
+    b.click(&b.find("#sign-in-submit"));
+    wait_text(&b, "#rollout-message", "promote accepted");
+    wait_text(&b, "#rollouts .rollout[data-scope=fleet] h3", "wave 2");
+    wait_text(&b, "#rollouts .rollout-counts", "0 held");
+    let events = common::admin::get(f.server.admin_addr, "/api/events?limit=1000").body;
+    assert!(events.contains("rollout_promoted"), "{events}");
     drop(b);
     drop(agents);
     f.stop();

@@ -221,53 +221,78 @@ struct Supervisor {
     dir: PathBuf,
 }
 
+/// `deploy/collector/supervisor.yaml`, the file the README shows, made to run here: this
+/// server's endpoint, the test's paths and attributes, and what a loaded 2-core machine needs.
+/// The token stays as shipped (`${env:OPAMP_GITOPS_AGENT_TOKEN}`): the Supervisor's
+/// environment carries it. Written back as JSON, which is YAML.
+fn supervisor_config(
+    endpoint: &str,
+    uid: &str,
+    collector: &Path,
+    storage: &Path,
+    log: &Path,
+) -> String {
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/collector/supervisor.yaml"),
+    )
+    .expect("read deploy/collector/supervisor.yaml");
+    let mut config: serde_json::Value =
+        serde_saphyr::from_str(&shipped).expect("supervisor.yaml is YAML");
+    config["server"]["endpoint"] = endpoint.into();
+    config["server"]["tls"] = serde_json::json!({"insecure": true});
+    let agent = &mut config["agent"];
+    agent["executable"] = collector.display().to_string().into();
+    agent["instance_id"] = uid.into();
+    // The default 3s failed on a loaded 2-core machine.
+    agent["bootstrap_timeout"] = "30s".into();
+    // The bootstrap Collector's own metrics would bind localhost:8888 otherwise.
+    agent["args"] = serde_json::json!(["--set=service.telemetry.metrics.level=none"]);
+    agent["description"]["identifying_attributes"] = serde_json::json!({"environment": "e2e"});
+    config["storage"]["directory"] = storage.display().to_string().into();
+    let log = log.display().to_string();
+    config["telemetry"] = serde_json::json!({
+        "logs": {"level": "debug", "output_paths": [log], "error_output_paths": [log]}
+    });
+    serde_json::to_string_pretty(&config).expect("JSON")
+}
+
+#[test]
+fn the_readme_shows_the_supervisor_config_the_end_to_end_test_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("deploy/collector/supervisor.yaml")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("```yaml\n{shipped}```")),
+        "README.md must show deploy/collector/supervisor.yaml verbatim"
+    );
+    // The settings the server relies on, in the shipped file itself.
+    let config: serde_json::Value = serde_saphyr::from_str(&shipped).unwrap();
+    assert_eq!(config["agent"]["validate_config"], true);
+    assert_eq!(config["capabilities"]["accepts_remote_config"], true);
+    assert_eq!(config["capabilities"]["reports_remote_config"], true);
+    assert_eq!(
+        config["server"]["headers"]["Authorization"][0],
+        "Bearer ${env:OPAMP_GITOPS_AGENT_TOKEN}"
+    );
+}
+
 impl Supervisor {
     /// Starts the Supervisor in `dir` (its config, logs and storage go there).
     fn start(dir: &Path, endpoint: &str, uid: &str) -> Supervisor {
         let collector = common::reference::collector();
         let binary = common::reference::supervisor();
         std::fs::create_dir_all(dir.join("storage")).expect("mkdir storage");
-        let config = format!(
-            r#"server:
-  endpoint: {endpoint}
-  headers:
-    Authorization: ["Bearer {AGENT_TOKEN}"]
-  tls:
-    insecure: true
-capabilities:
-  accepts_remote_config: true
-  reports_remote_config: true
-  reports_effective_config: true
-  reports_health: true
-  reports_own_metrics: false
-agent:
-  executable: {collector}
-  instance_id: {uid}
-  # FAILED at once with the Collector's own message for a config it cannot run, and the
-  # previous config kept; without it the Supervisor restarts the Collector in a loop.
-  validate_config: true
-  # The default 3s failed on a loaded 2-core machine.
-  bootstrap_timeout: 30s
-  # The bootstrap Collector's own metrics would bind localhost:8888 otherwise.
-  args: ["--set=service.telemetry.metrics.level=none"]
-  description:
-    identifying_attributes:
-      environment: e2e
-storage:
-  directory: {storage}
-telemetry:
-  logs:
-    level: debug
-    output_paths: [{log}]
-    error_output_paths: [{log}]
-"#,
-            collector = collector.display(),
-            storage = dir.join("storage").display(),
-            log = dir.join("supervisor.log").display(),
+        let config = supervisor_config(
+            endpoint,
+            uid,
+            &collector,
+            &dir.join("storage"),
+            &dir.join("supervisor.log"),
         );
         std::fs::write(dir.join("supervisor.yaml"), config).expect("write supervisor.yaml");
         let out = std::fs::File::create(dir.join("supervisor.out")).expect("create out file");
         let child = Command::new(&binary)
+            .env("OPAMP_GITOPS_AGENT_TOKEN", AGENT_TOKEN)
             .arg("--config")
             .arg(dir.join("supervisor.yaml"))
             .stdin(Stdio::null())
@@ -611,7 +636,9 @@ async fn the_supervisor_and_collector_follow_git_over_websocket_end_to_end() {
         a["status"] == "failed"
     })
     .await;
-    assert_eq!(failed["revision"], unrunnable.as_str(), "{failed:#}");
+    // It still runs what v2 rendered: its revision is v2's commit, not the one it failed.
+    assert_ne!(failed["revision"], unrunnable.as_str(), "{failed:#}");
+    assert_eq!(failed["revision"], v2_commit.as_str(), "{failed:#}");
     let message = failed["last_error"].as_str().unwrap_or_default().to_owned();
     println!("the Supervisor's error for the missing component: {message:?}");
     assert!(

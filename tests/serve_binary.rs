@@ -103,6 +103,14 @@ fn serve_logs_its_bound_addresses_answers_probes_and_exits_cleanly_on_sigterm() 
         .into();
     let ready = http.get(format!("http://{admin}/readyz")).call().unwrap();
     assert_eq!(ready.status(), 200, "the example repo is loaded");
+    // A first run says where to look and where to point collectors.
+    let urls = served.line_containing("dashboard http://");
+    assert!(
+        urls.contains(&format!("dashboard http://{admin}/")),
+        "{urls}"
+    );
+    assert!(urls.contains(&format!("ws://{opamp}/v1/opamp")), "{urls}");
+    assert!(urls.contains(&format!("http://{opamp}/v1/opamp")), "{urls}");
     assert_eq!(served.terminate(), Some(0), "a clean exit on SIGTERM");
 }
 
@@ -155,4 +163,37 @@ fn a_missing_repository_fails_at_start_with_a_clear_message() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(code, Some(1));
+}
+
+#[test]
+fn serve_help_groups_its_flags_and_names_the_log_level_variable() {
+    let output = Command::new(env!("CARGO_BIN_EXE_opamp-gitops"))
+        .args(["serve", "--help"])
+        .output()
+        .expect("run serve --help");
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    let headings: Vec<usize> = ["Source:", "Listeners:", "Security:", "Limits:", "Logging:"]
+        .iter()
+        .map(|h| {
+            help.find(&format!("\n{h}\n"))
+                .unwrap_or_else(|| panic!("no `{h}` group in:\n{help}"))
+        })
+        .collect();
+    // Each flag under its group: the repository with the source, tokens with security.
+    let under = |flag: &str| {
+        let at = help
+            .find(flag)
+            .unwrap_or_else(|| panic!("no {flag} in:\n{help}"));
+        headings.iter().rposition(|&h| at > h)
+    };
+    assert_eq!(under("--repo <"), Some(0), "{help}");
+    assert_eq!(under("--listen <"), Some(1), "{help}");
+    assert_eq!(under("--admin-token-file <"), Some(2), "{help}");
+    assert_eq!(under("--max-agents <"), Some(3), "{help}");
+    assert_eq!(under("--log-format <"), Some(4), "{help}");
+    assert!(
+        help.contains("OPAMP_GITOPS_LOG "),
+        "the log-level variable is named: {help}"
+    );
 }

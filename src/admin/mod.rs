@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod error;
 pub mod listing;
 pub mod read_auth;
+pub mod rollout;
 pub mod webhook;
 
 use crate::auth::{self, TokenFile};
@@ -59,6 +60,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/agents/{uid}/restart", post(api::restart))
         .route("/api/rules", get(api::rules))
         .route("/api/events", get(api::events))
+        .route("/api/rollout", get(rollout::list))
+        .route("/api/rollout/pause", post(rollout::pause))
+        .route("/api/rollout/resume", post(rollout::resume))
+        .route("/api/rollout/promote", post(rollout::promote))
         .route("/metrics", get(metrics))
         .merge(dashboard::routes())
         .fallback(not_found)
@@ -144,6 +149,7 @@ async fn metrics(State(state): State<AdminState>) -> Response {
     metrics
         .revision_rejected
         .set(i64::from(state.store.status().rejected.is_some()));
+    metrics.set_rollouts(&state.fleet.rollouts());
     (
         [(
             axum::http::header::CONTENT_TYPE,

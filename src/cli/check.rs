@@ -3,7 +3,7 @@
 
 use super::{exit, read_repo_dir};
 use crate::diagnostics::Diagnostic;
-use crate::repo::{compile, CompileOptions, Summary};
+use crate::repo::{compile, CompileOptions, SampleReport, Summary};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -56,7 +56,7 @@ pub fn run(args: &CheckArgs) -> i32 {
         .iter()
         .map(|d| d.relative_to(&args.dir))
         .collect();
-    print_report(args.format, &diagnostics, &output.summary);
+    print_report(args.format, &diagnostics, &output.summary, &output.samples);
     if output.summary.errors > 0 {
         exit::FAILED
     } else {
@@ -87,13 +87,27 @@ fn write_goldens(
     Ok(())
 }
 
-pub fn print_report(format: Format, diagnostics: &[Diagnostic], summary: &Summary) {
+pub fn print_report(
+    format: Format,
+    diagnostics: &[Diagnostic],
+    summary: &Summary,
+    samples: &[SampleReport],
+) {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let _ = match format {
         Format::Human => {
             for d in diagnostics {
                 let _ = writeln!(out, "{}", d.human());
+            }
+            for sample in samples {
+                if let Some(r) = &sample.rollout {
+                    let _ = writeln!(
+                        out,
+                        "agent {}: rollout {}, wave {} ({})",
+                        sample.name, r.scope, r.wave, r.label
+                    );
+                }
             }
             writeln!(out, "{}", summary_line(summary))
         }
@@ -108,6 +122,12 @@ pub fn print_report(format: Format, diagnostics: &[Diagnostic], summary: &Summar
                 "ok": summary.errors == 0,
                 "summary": summary,
                 "diagnostics": diagnostics,
+                "agents": samples.iter().map(|s| serde_json::json!({
+                    "name": s.name,
+                    "file": s.file,
+                    "rule": s.rule,
+                    "rollout": s.rollout.as_ref().map(|r| serde_json::json!({"scope": r.scope, "wave": r.wave})),
+                })).collect::<Vec<_>>(),
             });
             writeln!(
                 out,

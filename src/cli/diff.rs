@@ -180,8 +180,8 @@ fn report_head_errors(format: Format, root: &std::path::Path, side: &Side, outpu
         .map(|d| d.relative_to(root))
         .collect();
     match format {
-        Format::Human => print_report(check::Format::Human, &diagnostics, &output.summary),
-        Format::Json => print_report(check::Format::Json, &diagnostics, &output.summary),
+        Format::Human => print_report(check::Format::Human, &diagnostics, &output.summary, &[]),
+        Format::Json => print_report(check::Format::Json, &diagnostics, &output.summary, &[]),
         Format::Markdown => {
             let lines: Vec<String> = diagnostics.iter().map(Diagnostic::human).collect();
             println!(

@@ -51,11 +51,29 @@ pub fn run(args: &ServeArgs) -> i32 {
             server.opamp_addr,
             server.admin_addr
         );
+        let tls = args.options.tls().is_some();
+        let (web, ws) = if tls { ("https", "wss") } else { ("http", "ws") };
+        let (opamp, admin) = (
+            shown_address(server.opamp_addr),
+            shown_address(server.admin_addr),
+        );
+        tracing::info!(
+            "dashboard {web}://{admin}/ ; agents connect to {ws}://{opamp}/v1/opamp (WebSocket) or {web}://{opamp}/v1/opamp (plain HTTP)"
+        );
         stop.await;
         tracing::info!("shutting down");
         server.shutdown(SHUTDOWN_GRACE).await;
         0
     })
+}
+
+/// An address as a URL shows it: a wildcard bind is reached at `localhost` on this machine.
+fn shown_address(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("localhost:{}", addr.port())
+    } else {
+        addr.to_string()
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT. The handlers are installed when this is called, not when it

@@ -69,11 +69,15 @@ fn covers(want: &Value, have: &Value) -> bool {
         (Value::Array(_), _) | (Value::Object(_), _) => false,
         // Environment and file references are resolved by the collector.
         (Value::String(s), _) if s.contains("${") => true,
-        (w, h) => scalar_text(w).is_some() && scalar_text(w) == scalar_text(h),
+        (w, h) => match (scalar_text(w), scalar_text(h)) {
+            (Some(w), Some(h)) => w.eq_ignore_ascii_case(&h),
+            _ => false,
+        },
     }
 }
 
-/// Scalars compare by their text: `8080` and `"8080"` are one value to a collector.
+/// Scalars compare by their text, ignoring ASCII case: `8080` and `"8080"` are one value to a
+/// collector, and it writes enumerations back in its own case (`level: none` as `None`).
 fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
@@ -136,6 +140,19 @@ mod tests {
     fn redacted_values_and_references_match_what_they_hide() {
         let desired = files(&[("c", "exporters:\n  otlp:\n    headers:\n      authorization: ${env:TOKEN}\n    password: hunter2\n")]);
         let effective = files(&[("c", "exporters:\n  otlp:\n    headers: {authorization: '[REDACTED]'}\n    password: '[REDACTED]'\n")]);
+        assert_eq!(drifted(&desired, &effective), Some(false));
+    }
+
+    #[test]
+    fn enumerations_written_back_in_another_case_are_not_drift() {
+        let desired = files(&[(
+            "c",
+            "service:\n  telemetry:\n    metrics:\n      level: none\n",
+        )]);
+        let effective = files(&[(
+            "c",
+            "service:\n  telemetry:\n    metrics:\n      level: None\n      readers: []\n",
+        )]);
         assert_eq!(drifted(&desired, &effective), Some(false));
     }
 

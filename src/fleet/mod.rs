@@ -7,6 +7,7 @@ pub mod drift;
 pub mod limits;
 pub mod lineage;
 pub mod record;
+pub mod rollout;
 pub mod served;
 pub mod status;
 pub mod view;
@@ -22,7 +23,9 @@ use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
 use crate::opamp::uid::InstanceUid;
 use crate::opamp::{agent_caps, server_caps};
 use crate::options::parse_duration;
+use crate::repo::fleet::FLEET_SCOPE;
 use crate::repo::hash::ConfigHash;
+use crate::repo::rollout::RolloutSpec;
 use crate::repo::Desired;
 use crate::source::RevisionWatch;
 use bytes::Bytes;
@@ -31,7 +34,7 @@ use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
 use lineage::Lineage;
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
 use served::{desired_in, Served};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -103,6 +106,12 @@ pub struct Fleet {
     next_connection: AtomicU64,
     metrics: Arc<Metrics>,
     audit: Arc<AuditLog>,
+    /// Staged rollouts: which waves each scope admits under the revision served.
+    rollouts: rollout::Rollouts,
+    started: Instant,
+    /// When the registry last took in an agent it did not know (rollouts wait for the fleet
+    /// to reconnect after a start before they infer waves from it).
+    last_new_agent: Mutex<Instant>,
 }
 
 fn lock(record: &Mutex<AgentRecord>) -> MutexGuard<'_, AgentRecord> {
@@ -138,6 +147,9 @@ impl Fleet {
             next_connection: AtomicU64::new(1),
             metrics,
             audit,
+            rollouts: rollout::Rollouts::default(),
+            started: Instant::now(),
+            last_new_agent: Mutex::new(Instant::now()),
         }
     }
 
@@ -220,6 +232,7 @@ impl Fleet {
 
     fn intent(
         &self,
+        rec: &AgentRecord,
         desired: &Desired,
         served: Option<&Served>,
         connection: ConnectionId,
@@ -227,6 +240,7 @@ impl Fleet {
         Intent {
             capabilities: self.capabilities,
             remote_config: match (desired, served) {
+                _ if self.held(rec, desired, served) => None,
                 (Desired::Config(config), Some(served)) => Some(served.encoded(config)),
                 _ => None,
             },
@@ -258,6 +272,10 @@ impl Fleet {
             transport,
         )));
         agents.insert(uid, record.clone());
+        *self
+            .last_new_agent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Instant::now();
         Some(record)
     }
 
@@ -339,7 +357,7 @@ impl Fleet {
                 self.metrics.render_errors.inc();
             }
         }
-        let intent = self.intent(&desired, served.as_deref(), connection.id);
+        let intent = self.intent(&rec, &desired, served.as_deref(), connection.id);
         let (reply, events) = session::reply(
             &mut rec.state,
             &uid_bytes,
@@ -479,7 +497,7 @@ impl Fleet {
         }
         let served = self.served();
         let desired = desired_in(served.as_deref(), &rec.info);
-        let intent = self.intent(&desired, served.as_deref(), connection);
+        let intent = self.intent(&rec, &desired, served.as_deref(), connection);
         let uid_bytes = rec.uid_bytes.clone();
         let (reply, events) = session::push(&mut rec.state, &uid_bytes, &intent)?;
         self.on_events(&mut rec, &events, served.as_ref().map(|s| s.id()));
@@ -498,7 +516,7 @@ impl Fleet {
     /// once over WebSocket, in the answer to the next poll over HTTP.
     fn force_push(&self, uid: &InstanceUid) -> Result<(), ActionError> {
         let record = self.record(uid).ok_or(ActionError::NotFound)?;
-        let session = {
+        {
             let mut rec = lock(&record);
             if !rec.state.has(agent_caps::ACCEPTS_REMOTE_CONFIG) {
                 return Err(ActionError::Conflict(
@@ -506,6 +524,18 @@ impl Fleet {
                 ));
             }
             rec.state.force_offer();
+        }
+        self.deliver(uid)
+    }
+
+    /// Sends an agent what it is due now over its live WebSocket session, if it has one (HTTP
+    /// agents get it in the answer to their next poll).
+    fn deliver(&self, uid: &InstanceUid) -> Result<(), ActionError> {
+        let Some(record) = self.record(uid) else {
+            return Ok(());
+        };
+        let session = {
+            let rec = lock(&record);
             rec.session.clone().filter(|_| rec.connected)
         };
         if let Some(session) = session {
@@ -517,6 +547,114 @@ impl Fleet {
             }
         }
         Ok(())
+    }
+
+    /// Whether a staged rollout holds this agent back: its desired config is new to it and its
+    /// wave is not admitted yet. A cohort comparison, no scan.
+    pub fn held(&self, rec: &AgentRecord, desired: &Desired, served: Option<&Served>) -> bool {
+        let (Desired::Config(config), Some(served)) = (desired, served) else {
+            return false;
+        };
+        let Some(place) =
+            rollout::placement(&served.revision.fleet, &config.rule, &rec.uid, &rec.info)
+        else {
+            return false;
+        };
+        if !matches!(
+            session::sync_state(&rec.state, &config.hash, None),
+            session::SyncState::Due | session::SyncState::Offered
+        ) {
+            return false;
+        }
+        !self
+            .rollouts
+            .admits(served.id(), &place, rollout::runs_nothing(&rec.state))
+    }
+
+    /// One pass of the staged rollouts: tally every scope's waves from what the agents report,
+    /// move the plans on, and send newly admitted WebSocket agents their config at once.
+    pub fn rollout_tick(&self) {
+        let Some(served) = self.served() else {
+            return;
+        };
+        // After a start the registry fills as agents reconnect: a wave that looks empty may
+        // only not have reconnected yet. Waves are inferred once no new agent came for a
+        // while, or a heartbeat interval (when every live agent has spoken) has passed.
+        let quiet = self
+            .last_new_agent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        let up = self.started.elapsed();
+        if up < self.config.heartbeat_interval.min(rollout::SETTLE_MAX)
+            && (up < rollout::SETTLE_QUIET || quiet < rollout::SETTLE_QUIET)
+        {
+            return;
+        }
+        let spec = &served.revision.fleet;
+        let mut scopes: BTreeMap<String, (Arc<RolloutSpec>, Vec<rollout::Observed>)> =
+            BTreeMap::new();
+        if let Some(r) = &spec.rollout {
+            scopes.insert(FLEET_SCOPE.to_owned(), (r.clone(), Vec::new()));
+        }
+        for rule in &spec.rules {
+            if let Some(r) = &rule.rollout {
+                scopes.insert(rule.name.clone(), (r.clone(), Vec::new()));
+            }
+        }
+        if !scopes.is_empty() {
+            for record in self.records() {
+                let rec = lock(&record);
+                if rec.state.description.is_none()
+                    || !rec.state.has(agent_caps::ACCEPTS_REMOTE_CONFIG)
+                {
+                    continue;
+                }
+                let Desired::Config(config) = served.desired(&rec.info) else {
+                    continue;
+                };
+                let Some(place) = rollout::placement(spec, &config.rule, &rec.uid, &rec.info)
+                else {
+                    continue;
+                };
+                let Some((_, observed)) = scopes.get_mut(place.scope) else {
+                    continue;
+                };
+                observed.push(rollout::Observed {
+                    uid: rec.uid,
+                    wave: place.wave,
+                    standing: rollout::standing(&rec.state, &config.hash),
+                    moved: rec.state.reported_hash() == Some(&config.hash[..])
+                        || rec.state.failed_hash == Some(config.hash),
+                    active: rec.connected && !self.is_stale(&rec),
+                });
+            }
+        }
+        let admitted =
+            self.rollouts
+                .advance(served.id(), scopes, Instant::now(), chrono::Utc::now());
+        for uid in admitted {
+            if let Err(e) = self.deliver(&uid) {
+                tracing::debug!(agent = %uid, error = %e, "admitted agent not pushed now: it gets its config with its next message");
+            }
+        }
+    }
+
+    /// Every scope's rollout under the current revision, as of the last tick.
+    pub fn rollouts(&self) -> Vec<rollout::RolloutView> {
+        self.rollouts.views()
+    }
+
+    /// An operator's pause, resume or promote, for one scope or all; the next tick (run now)
+    /// carries it out.
+    pub fn rollout_act(
+        &self,
+        action: rollout::RolloutAction,
+        scope: Option<&str>,
+    ) -> Result<Vec<String>, rollout::RolloutError> {
+        let scopes = self.rollouts.act(action, scope)?;
+        self.rollout_tick();
+        Ok(scopes)
     }
 
     /// Asks the agent to restart, when it accepts the command and is connected over WebSocket.

@@ -27,10 +27,12 @@ pub enum Status {
     Unmanaged,
     /// The agent does not accept remote config.
     Unsupported,
+    /// Held back by a staged rollout: its wave is not admitted yet.
+    Waiting,
 }
 
 impl Status {
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Applied,
         Status::Drifted,
         Status::Applying,
@@ -40,6 +42,7 @@ impl Status {
         Status::RenderError,
         Status::Unmanaged,
         Status::Unsupported,
+        Status::Waiting,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -53,6 +56,7 @@ impl Status {
             Status::RenderError => "render_error",
             Status::Unmanaged => "unmanaged",
             Status::Unsupported => "unsupported",
+            Status::Waiting => "waiting",
         }
     }
 

@@ -42,6 +42,9 @@ impl Fleet {
                 summary_status = Status::Drifted;
             }
         }
+        if summary_status == Status::Pending && self.held(rec, &desired, served.as_deref()) {
+            summary_status = Status::Waiting;
+        }
         let desired_hash = match &desired {
             Desired::Config(c) => Some(c.hash_hex()),
             _ => None,

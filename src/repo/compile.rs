@@ -42,6 +42,26 @@ pub struct CompileOutput {
     pub golden_updates: BTreeMap<String, String>,
     /// For each sample agent, the rule it got (None: unmanaged or failed).
     pub sample_rules: BTreeMap<String, Option<String>>,
+    /// Each sample agent with its rule and its place in a staged rollout, in file order.
+    pub samples: Vec<SampleReport>,
+}
+
+/// A sample agent as `check` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleReport {
+    pub name: String,
+    pub file: String,
+    pub rule: Option<String>,
+    pub rollout: Option<SampleRollout>,
+}
+
+/// The rollout scope and wave a sample agent falls in (wave 0: the canary).
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleRollout {
+    pub scope: String,
+    pub wave: usize,
+    /// "canary" or the wave's cumulative percentage ("25 %").
+    pub label: String,
 }
 
 impl CompileOutput {
@@ -63,6 +83,7 @@ pub fn compile(
         summary: Summary::default(),
         golden_updates: BTreeMap::new(),
         sample_rules: BTreeMap::new(),
+        samples: Vec::new(),
     };
 
     let fleet = match snapshot.get(FLEET_FILE) {
@@ -141,6 +162,14 @@ pub fn compile(
             if let Some(rule) = &rule {
                 exercised.insert(rule.clone());
             }
+            output.samples.push(SampleReport {
+                name: sample.name().to_owned(),
+                file: sample.file.clone(),
+                rule: rule.clone(),
+                rollout: rule
+                    .as_deref()
+                    .and_then(|r| sample_rollout(&revision, r, sample)),
+            });
             output.sample_rules.insert(sample.file.clone(), rule);
         }
         for rule in &revision.fleet.rules {
@@ -166,6 +195,21 @@ pub fn compile(
     output.summary.warnings = diagnostics.len() - output.summary.errors;
     output.diagnostics = diagnostics;
     output
+}
+
+/// Where a sample agent falls in its rule's staged rollout, by the same cohort formula the
+/// server uses on its uid.
+fn sample_rollout(revision: &Revision, rule: &str, sample: &Sample) -> Option<SampleRollout> {
+    let uid = uuid::Uuid::parse_str(&sample.agent.instance_uid).ok()?;
+    let (scope, spec, wave) =
+        revision
+            .fleet
+            .placement(rule, uid.as_bytes(), &sample.agent.attributes)?;
+    Some(SampleRollout {
+        scope: scope.to_owned(),
+        wave,
+        label: spec.wave_label(wave),
+    })
 }
 
 /// Renders one sample agent through the same path as a live agent and checks what it expects.

@@ -2,12 +2,14 @@
 //! Parsing is strict (unknown keys, duplicate rule names and malformed selectors are errors) and
 //! every error names the line it is about.
 
+use super::rollout::{self, RawRollout, RolloutSpec};
 use super::selector::{Pattern, Selector};
 use crate::diagnostics::Diagnostic;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 pub const FLEET_FILE: &str = "fleet.yaml";
 
@@ -21,6 +23,8 @@ struct RawFleet {
     defaults: Option<RawDefaults>,
     #[serde(default)]
     rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    rollout: Option<Spanned<RawRollout>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -42,6 +46,8 @@ struct RawRule {
     files: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default)]
     vars: Option<Map<String, Value>>,
+    #[serde(default)]
+    rollout: Option<Spanned<RawRollout>>,
 }
 
 /// What a rule renders: one template as `collector.yaml`, or several named files.
@@ -74,11 +80,32 @@ pub struct Rule {
     pub output: RuleOutput,
     /// The rule's vars deep-merged over `defaults.vars`.
     pub vars: Value,
+    /// The rule's own rollout, which wins over the fleet's for its agents.
+    pub rollout: Option<Arc<RolloutSpec>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
     pub rules: Vec<Rule>,
+    /// The fleet-wide rollout (scope `fleet`).
+    pub rollout: Option<Arc<RolloutSpec>>,
+}
+
+/// The scope name of the fleet-wide rollout.
+pub const FLEET_SCOPE: &str = "fleet";
+
+impl Rule {
+    /// The rollout this rule's agents follow: the rule's own, else the fleet's; with its scope.
+    pub fn rollout_in<'a>(
+        &'a self,
+        fleet: &'a FleetSpec,
+    ) -> Option<(&'a str, &'a Arc<RolloutSpec>)> {
+        match (&self.rollout, &fleet.rollout) {
+            (Some(own), _) => Some((self.name.as_str(), own)),
+            (None, Some(fleet)) => Some((FLEET_SCOPE, fleet)),
+            (None, None) => None,
+        }
+    }
 }
 
 impl FleetSpec {
@@ -88,6 +115,23 @@ impl FleetSpec {
             .iter()
             .enumerate()
             .find(|(_, rule)| rule.selector.matches(attributes))
+    }
+
+    /// The rollout scope, plan and wave of an agent whose config comes from `rule`; `None`
+    /// when no rollout applies to it.
+    pub fn placement(
+        &self,
+        rule: &str,
+        uid16: &[u8; 16],
+        attributes: &BTreeMap<String, String>,
+    ) -> Option<(&str, &Arc<RolloutSpec>, usize)> {
+        let rule = self.rules.iter().find(|r| r.name == rule)?;
+        let (scope, spec) = rule.rollout_in(self)?;
+        Some((
+            scope,
+            spec,
+            spec.wave_of(rollout::cohort(uid16), attributes),
+        ))
     }
 
     pub fn parse(source: &str) -> Result<FleetSpec, Vec<Diagnostic>> {
@@ -154,6 +198,14 @@ impl FleetSpec {
             };
             let mut vars = defaults.clone();
             deep_merge(&mut vars, Value::Object(raw_rule.vars.unwrap_or_default()));
+            let rollout = match raw_rule.rollout.map(|r| rollout::parse(r, Some(&name))) {
+                None => None,
+                Some(Ok(spec)) => Some(Arc::new(spec)),
+                Some(Err(found)) => {
+                    errors.extend(found);
+                    continue;
+                }
+            };
             rules.push(Rule {
                 name,
                 line,
@@ -161,17 +213,26 @@ impl FleetSpec {
                 selector,
                 output,
                 vars,
+                rollout,
             });
         }
+        let rollout = match raw.rollout.map(|r| rollout::parse(r, None)) {
+            None => None,
+            Some(Ok(spec)) => Some(Arc::new(spec)),
+            Some(Err(found)) => {
+                errors.extend(found);
+                None
+            }
+        };
         if errors.is_empty() {
-            Ok(FleetSpec { rules })
+            Ok(FleetSpec { rules, rollout })
         } else {
             Err(errors)
         }
     }
 }
 
-fn parse_selector(map: Map<String, Value>) -> Result<Selector, String> {
+pub(super) fn parse_selector(map: Map<String, Value>) -> Result<Selector, String> {
     let mut terms = BTreeMap::new();
     for (key, value) in map {
         let patterns = match value {

@@ -8,6 +8,7 @@ pub mod hash;
 pub mod locate;
 pub mod otelcol;
 pub mod render;
+pub mod rollout;
 pub mod samples;
 pub mod sandbox;
 pub mod selector;
@@ -16,6 +17,6 @@ pub mod template;
 pub mod validate;
 
 pub use agent::AgentInfo;
-pub use compile::{compile, CompileOptions, CompileOutput, Summary};
+pub use compile::{compile, CompileOptions, CompileOutput, SampleReport, Summary};
 pub use render::{Desired, DesiredConfig, Revision};
 pub use snapshot::Snapshot;

@@ -317,6 +317,10 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         healthy,
         shutdown.clone(),
     ));
+    tasks.spawn(crate::fleet::rollout::drive(
+        fleet.clone(),
+        shutdown.clone(),
+    ));
     let sweeper_fleet = fleet.clone();
     let token = shutdown.clone();
     tasks.spawn(async move {

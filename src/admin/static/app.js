@@ -356,7 +356,67 @@
     ]);
   }
 
+  // ---- staged rollouts: one panel per scope, with its waves and the operator's buttons ----
+
+  function rolloutPanel(r, act) {
+    const waves = r.waves.map((w) => {
+      const done = w.agents ? Math.round((100 * w.applied) / w.agents) : 100;
+      return el('li', { class: `wave${w.admitted ? ' admitted' : ''}`, 'data-wave': w.index }, [
+        el('span', { class: 'wave-label' }, [`wave ${w.index} (${w.label})`]),
+        el('progress', { max: 100, value: done, title: `${w.applied} of ${w.agents} applied` }, []),
+        el('span', { class: 'wave-counts' }, [`${w.applied}/${w.agents} applied, ${w.failed} failed`]),
+      ]);
+    });
+    const failed = r.failed_agents.map((f) => el('li', {}, [
+      el('a', { href: `/agents/${encodeURIComponent(f.instance_uid)}` }, [f.instance_uid]), ': ', f.message,
+    ]));
+    const button = (action, text) => {
+      const b = el('button', { type: 'button', class: 'small', 'data-rollout-action': action }, [text]);
+      b.addEventListener('click', () => act(action, r.scope));
+      return b;
+    };
+    return el('div', { class: 'rollout', 'data-scope': r.scope }, [
+      el('h3', {}, [
+        el('code', {}, [r.scope]), ' ',
+        el('span', { class: `pill rollout-state state-${r.state}` }, [r.state]), ' ',
+        `wave ${r.wave}`,
+      ]),
+      el('p', { class: 'rollout-counts' }, [
+        `${r.waiting} held, ${r.applied} applied, ${r.failed} failed, ${r.admitted} admitted`,
+      ]),
+      el('ol', { class: 'waves' }, waves),
+      failed.length ? el('ul', { class: 'failed-agents' }, failed) : null,
+      el('div', { class: 'rollout-actions' }, [
+        button('pause', 'Pause'), ' ', button('resume', 'Resume'), ' ', button('promote', 'Promote'),
+      ]),
+    ]);
+  }
+
+  function initRollouts() {
+    const section = $('rollouts');
+    if (!section) return;
+    const message = (text, kind) => {
+      const node = $('rollout-message');
+      node.className = `action-message ${kind}`;
+      setText(node, text);
+      node.hidden = false;
+    };
+    let refresh = () => {};
+    const act = (action, scope) => adminPost(
+      `/api/rollout/${action}?scope=${encodeURIComponent(scope)}`,
+      `Rollout ${scope}: ${action} accepted.`,
+      message,
+      () => refresh(),
+    );
+    refresh = poller(async () => {
+      const data = await getJSON('/api/rollout');
+      section.hidden = data.rollouts.length === 0;
+      renderInto($('rollout-list'), data.rollouts, (rollouts) => rollouts.map((r) => rolloutPanel(r, act)));
+    });
+  }
+
   function initIndex() {
+    initRollouts();
     const form = $('filters');
     const status = $('filter-status');
     const rule = $('filter-rule');
