@@ -497,7 +497,11 @@ async fn metrics_follow_what_happened() {
     assert_eq!(build.labels.get("commit"), Some(head.as_str()));
     assert!(metric(&before, "opamp_gitops_process_resident_memory_bytes", &[]) > 1e6);
     assert!(metric(&before, "opamp_gitops_process_open_fds", &[]) >= 3.0);
-    assert!(metric(&before, "opamp_gitops_process_cpu_seconds_total", &[]) > 0.0);
+    // A short test may not have used a whole clock tick of CPU yet: the series must be there.
+    assert!(before
+        .samples
+        .iter()
+        .any(|s| s.metric == "opamp_gitops_process_cpu_seconds_total"));
 
     let _a = agent_reporting(&f.server, &[("environment", "production")], Applied, 0).await;
     let _b = agent_reporting(&f.server, &[("environment", "dev")], Failed, 0).await;
