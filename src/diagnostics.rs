@@ -35,7 +35,11 @@ pub struct Diagnostic {
     pub line: Option<usize>,
     pub column: Option<usize>,
     pub rule: Option<String>,
+    /// The first of `agents`.
     pub agent: Option<String>,
+    /// Every sample agent that has this problem (one diagnostic for all of them).
+    #[serde(default)]
+    pub agents: Vec<String>,
     pub message: String,
 }
 
@@ -48,6 +52,7 @@ impl Diagnostic {
             column: None,
             rule: None,
             agent: None,
+            agents: Vec::new(),
             message: message.into(),
         }
     }
@@ -76,8 +81,19 @@ impl Diagnostic {
     }
 
     pub fn for_agent(mut self, agent: impl Into<String>) -> Self {
-        self.agent = Some(agent.into());
+        let agent = agent.into();
+        self.agents = vec![agent.clone()];
+        self.agent = Some(agent);
         self
+    }
+
+    /// `agent x` or `agents x, y`: the sample agents, for messages.
+    fn agents_context(&self) -> Option<String> {
+        match self.agents.as_slice() {
+            [] => self.agent.as_ref().map(|a| format!("agent {a}")),
+            [one] => Some(format!("agent {one}")),
+            many => Some(format!("agents {}", many.join(", "))),
+        }
     }
 
     pub fn is_error(&self) -> bool {
@@ -108,9 +124,12 @@ impl Diagnostic {
         let mut out = String::new();
         if let Some(file) = &self.file {
             out.push_str(file);
+            // The same line and column as the JSON and GitHub forms: none is made up.
             if let Some(line) = self.line {
                 out.push_str(&format!(":{line}"));
-                out.push_str(&format!(":{}", self.column.unwrap_or(1)));
+                if let Some(column) = self.column {
+                    out.push_str(&format!(":{column}"));
+                }
             }
             out.push_str(": ");
         }
@@ -119,9 +138,7 @@ impl Diagnostic {
         if let Some(rule) = &self.rule {
             context.push(format!("rule {rule}"));
         }
-        if let Some(agent) = &self.agent {
-            context.push(format!("agent {agent}"));
-        }
+        context.extend(self.agents_context());
         if !context.is_empty() {
             out.push_str(&format!(" [{}]", context.join(", ")));
         }
@@ -144,8 +161,8 @@ impl Diagnostic {
         if let Some(rule) = &self.rule {
             message.push_str(&format!(" [rule {rule}]"));
         }
-        if let Some(agent) = &self.agent {
-            message.push_str(&format!(" [agent {agent}]"));
+        if let Some(agents) = self.agents_context() {
+            message.push_str(&format!(" [{agents}]"));
         }
         let props = if props.is_empty() {
             String::new()
@@ -159,6 +176,38 @@ impl Diagnostic {
             escape_github_data(&message)
         )
     }
+}
+
+/// One diagnostic for a problem several sample agents share: diagnostics equal but for their
+/// agents become one listing every agent, at the place of the first.
+pub fn merge_shared(diagnostics: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut merged: Vec<Diagnostic> = Vec::with_capacity(diagnostics.len());
+    for d in diagnostics {
+        let same = |m: &Diagnostic| {
+            !m.agents.is_empty()
+                && !d.agents.is_empty()
+                && Diagnostic {
+                    agent: None,
+                    agents: Vec::new(),
+                    ..m.clone()
+                } == Diagnostic {
+                    agent: None,
+                    agents: Vec::new(),
+                    ..d.clone()
+                }
+        };
+        match merged.iter_mut().find(|m| same(m)) {
+            Some(m) => {
+                for agent in d.agents {
+                    if !m.agents.contains(&agent) {
+                        m.agents.push(agent);
+                    }
+                }
+            }
+            None => merged.push(d),
+        }
+    }
+    merged
 }
 
 impl fmt::Display for Diagnostic {
@@ -193,6 +242,39 @@ mod tests {
             d.human(),
             "fleet.yaml:3:5: error: unknown key `foo` [rule prod]"
         );
+    }
+
+    #[test]
+    fn a_problem_shared_by_sample_agents_is_reported_once() {
+        let problem = |agent: &str| {
+            Diagnostic::error("`vars.x` is undefined")
+                .in_file("templates/a.j2")
+                .at(Some(3), Some(7))
+                .for_rule("all")
+                .for_agent(agent)
+        };
+        let merged = merge_shared(vec![
+            problem("a"),
+            Diagnostic::error("other").for_agent("a"),
+            problem("b"),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!(
+            merged[0].human(),
+            "templates/a.j2:3:7: error: `vars.x` is undefined [rule all, agents a, b]"
+        );
+        assert_eq!(
+            merged[0].github(),
+            "::error file=templates/a.j2,line=3,col=7::`vars.x` is undefined [rule all] [agents a, b]"
+        );
+    }
+
+    #[test]
+    fn human_rendering_shows_no_column_it_does_not_know() {
+        let d = Diagnostic::warning("w")
+            .in_file("fleet.yaml")
+            .at(Some(5), None);
+        assert_eq!(d.human(), "fleet.yaml:5: warning: w");
     }
 
     #[test]

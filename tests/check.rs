@@ -287,7 +287,7 @@ fn warnings_for_unexercised_rules_and_unused_templates() {
     assert!(
         result
             .stdout
-            .contains("fleet.yaml:5:1: warning: no sample agent"),
+            .contains("fleet.yaml:5: warning: no sample agent"),
         "{result:?}"
     );
     assert!(

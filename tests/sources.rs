@@ -74,12 +74,19 @@ async fn commit_reaches_agent_after_webhook(url: String, remote: &GitRemote) {
     let second = config_hash(&pushed).expect("the new config, pushed");
     assert_ne!(second, first);
     assert!(config_file(&pushed, "collector.yaml").contains("timeout: 6s"));
-    let summary = agent(&server, &ws.id.uid_string()).unwrap();
+    // Until it applies the new config, the agent runs what the first commit rendered.
+    let uid = ws.id.uid_string();
+    let summary = agent(&server, &uid).unwrap();
     assert_eq!(
         summary.revision.as_deref(),
-        Some(commit.as_str()),
-        "the record names the commit"
+        Some(revision["current"]["id"].as_str().unwrap())
     );
+    let msg = ws.id.report(&second, Applied, "");
+    ws.exchange(msg).await;
+    eventually(WAIT, "the record names the new commit", || {
+        agent(&server, &uid).filter(|a| a.revision.as_deref() == Some(commit.as_str()))
+    })
+    .await;
     server.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -44,6 +44,7 @@ pub fn run(args: &CheckArgs) -> i32 {
     let options = CompileOptions {
         update_goldens: args.update,
         otelcol: args.otelcol.clone(),
+        repo_dir: Some(args.dir.display().to_string()),
     };
     let output = compile(&snapshot, snapshot.digest(), &options);
     if args.update {
@@ -70,6 +71,10 @@ fn write_goldens(
 ) -> Result<(), i32> {
     for (path, content) in updates {
         let target = dir.join(path);
+        if std::fs::read(&target).is_ok_and(|old| old == content.as_bytes()) {
+            eprintln!("unchanged {}", target.display());
+            continue;
+        }
         let result = target
             .parent()
             .map(std::fs::create_dir_all)

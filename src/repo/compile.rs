@@ -19,6 +19,18 @@ pub struct CompileOptions {
     pub update_goldens: bool,
     /// A Collector binary whose `validate` command must accept every render too.
     pub otelcol: Option<std::path::PathBuf>,
+    /// The repository directory as the user named it, for the `check DIR --update` hint.
+    pub repo_dir: Option<String>,
+}
+
+impl CompileOptions {
+    /// The command that rewrites the golden files.
+    fn update_command(&self) -> String {
+        match &self.repo_dir {
+            Some(dir) => format!("opamp-gitops check {dir} --update"),
+            None => "opamp-gitops check DIR --update".to_owned(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -123,18 +135,21 @@ pub fn compile(
                 if !templates.contains(template)
                     && !snapshot.contains(&format!("{TEMPLATES_DIR}/{template}"))
                 {
+                    let mut message =
+                        format!("template `{template}` not found in {TEMPLATES_DIR}/");
+                    if let Some(close) = closest_template(snapshot, template) {
+                        message.push_str(&format!(": did you mean \"{close}\"?"));
+                    }
                     diagnostics.push(
-                        Diagnostic::error(format!(
-                            "template `{template}` not found in {TEMPLATES_DIR}/"
-                        ))
-                        .in_file(FLEET_FILE)
-                        .at(Some(rule.template_line), None)
-                        .for_rule(&rule.name),
+                        Diagnostic::error(message)
+                            .in_file(FLEET_FILE)
+                            .at(Some(rule.template_line), None)
+                            .for_rule(&rule.name),
                     );
                 }
             }
         }
-        for name in unused_templates(fleet, &templates) {
+        for name in unused_templates(fleet, &templates, snapshot) {
             diagnostics.push(
                 Diagnostic::warning(format!("template `{name}` is not used by any rule"))
                     .in_file(format!("{TEMPLATES_DIR}/{name}")),
@@ -191,6 +206,7 @@ pub fn compile(
         }
         output.renderable = Some(revision);
     }
+    let diagnostics = crate::diagnostics::merge_shared(diagnostics);
     output.summary.errors = diagnostics.iter().filter(|d| d.is_error()).count();
     output.summary.warnings = diagnostics.len() - output.summary.errors;
     output.diagnostics = diagnostics;
@@ -323,10 +339,13 @@ fn check_golden(
         }
         let Some(expected) = snapshot.get(&path) else {
             diagnostics.push(
-                Diagnostic::error(format!("golden file `{path}` does not exist (run `opamp-gitops check --update` to write it)"))
-                    .in_file(&sample.file)
-                    .for_agent(sample.name())
-                    .for_rule(&config.rule),
+                Diagnostic::error(format!(
+                    "golden file `{path}` does not exist (run `{}` to write it)",
+                    options.update_command()
+                ))
+                .in_file(&sample.file)
+                .for_agent(sample.name())
+                .for_rule(&config.rule),
             );
             continue;
         };
@@ -340,7 +359,8 @@ fn check_golden(
             let line = first_difference_line(&expected, &rendered);
             diagnostics.push(
                 Diagnostic::error(format!(
-                    "rendered `{file}` differs from golden file (run `opamp-gitops check --update` to accept):\n{diff}"
+                    "rendered `{file}` differs from golden file (run `{}` to accept):\n{diff}",
+                    options.update_command()
                 ))
                 .in_file(&path)
                 .at(Some(line), None)
@@ -359,8 +379,21 @@ fn first_difference_line(a: &str, b: &str) -> usize {
         + 1
 }
 
+/// The file below templates/ whose name is closest to `wanted`, when one is close enough to be
+/// a likely typo.
+fn closest_template(snapshot: &Snapshot, wanted: &str) -> Option<String> {
+    snapshot
+        .under(TEMPLATES_DIR)
+        .map(|(path, _)| path[TEMPLATES_DIR.len() + 1..].to_owned())
+        .map(|name| (strsim::normalized_damerau_levenshtein(wanted, &name), name))
+        .filter(|(score, _)| *score >= 0.5)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, name)| name)
+}
+
 /// Templates no rule names, directly or through an include, import or extends of a used one.
-fn unused_templates(fleet: &FleetSpec, templates: &Templates) -> Vec<String> {
+/// Sources come from the snapshot, so a template that does not compile still marks what it uses.
+fn unused_templates(fleet: &FleetSpec, templates: &Templates, snapshot: &Snapshot) -> Vec<String> {
     let mut used: BTreeSet<String> = fleet
         .rules
         .iter()
@@ -368,7 +401,10 @@ fn unused_templates(fleet: &FleetSpec, templates: &Templates) -> Vec<String> {
         .collect();
     let mut frontier: Vec<String> = used.iter().cloned().collect();
     while let Some(name) = frontier.pop() {
-        let Some(source) = templates.source(&name) else {
+        let Some(source) = snapshot
+            .get(&format!("{TEMPLATES_DIR}/{name}"))
+            .and_then(|body| std::str::from_utf8(body).ok())
+        else {
             continue;
         };
         for other in templates.names() {

@@ -16,8 +16,8 @@ pub const FLEET_FILE: &str = "fleet.yaml";
 /// The file name a single-`template` rule renders into.
 pub const DEFAULT_CONFIG_FILE: &str = "collector.yaml";
 
+// No `deny_unknown_fields` on these: `yaml::parse` reports every unknown key, not the first.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawFleet {
     #[serde(default)]
     defaults: Option<RawDefaults>,
@@ -28,14 +28,12 @@ struct RawFleet {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawDefaults {
     #[serde(default)]
     vars: Option<Map<String, Value>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawRule {
     name: Spanned<String>,
     #[serde(rename = "match")]
@@ -135,8 +133,7 @@ impl FleetSpec {
     }
 
     pub fn parse(source: &str) -> Result<FleetSpec, Vec<Diagnostic>> {
-        let raw: RawFleet =
-            serde_saphyr::from_str(source).map_err(|e| vec![yaml_error(FLEET_FILE, &e)])?;
+        let raw: RawFleet = super::yaml::parse(FLEET_FILE, source)?;
         let defaults = Value::Object(raw.defaults.and_then(|d| d.vars).unwrap_or_default());
         let mut errors = Vec::new();
         let mut seen = HashSet::new();
@@ -281,29 +278,6 @@ pub fn deep_merge(base: &mut Value, overlay: Value) {
         }
         (base, overlay) => *base = overlay,
     }
-}
-
-/// A YAML parse error as a diagnostic at its line and column.
-pub fn yaml_error(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
-    let location = error.location();
-    let message = strip_location_suffix(&error.to_string());
-    Diagnostic::error(message).in_file(file).at(
-        location
-            .as_ref()
-            .map(|l| l.line() as usize)
-            .filter(|&l| l > 0),
-        location
-            .as_ref()
-            .map(|l| l.column() as usize)
-            .filter(|&c| c > 0),
-    )
-}
-
-/// serde-saphyr appends "at line N column M" and a snippet to its messages; the diagnostic
-/// carries the position itself, so keep only the first line of the message.
-fn strip_location_suffix(message: &str) -> String {
-    let first = message.lines().next().unwrap_or(message).trim();
-    first.to_owned()
 }
 
 #[cfg(test)]

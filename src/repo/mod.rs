@@ -15,6 +15,7 @@ pub mod selector;
 pub mod snapshot;
 pub mod template;
 pub mod validate;
+pub mod yaml;
 
 pub use agent::AgentInfo;
 pub use compile::{compile, CompileOptions, CompileOutput, SampleReport, Summary};

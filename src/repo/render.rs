@@ -3,11 +3,12 @@
 //! are memoised by the agent fields they read, validation verdicts by hash.
 
 use super::agent::{AgentInfo, ReadKey, ReadLog};
-use super::fleet::{deep_merge, yaml_error, FleetSpec, Rule};
+use super::fleet::{deep_merge, FleetSpec, Rule};
 use super::hash::{config_hash, ConfigHash};
 use super::locate::{line_offset, locate_path, template_line};
 use super::template::{RenderContext, Templates, TEMPLATES_DIR};
 use super::validate::Validator;
+use super::yaml::yaml_error;
 use crate::diagnostics::Diagnostic;
 use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};

@@ -2,7 +2,6 @@
 //! against the rule and golden files they expect.
 
 use super::agent::AgentInfo;
-use super::fleet::yaml_error;
 use super::snapshot::Snapshot;
 use crate::diagnostics::Diagnostic;
 use serde::Deserialize;
@@ -12,8 +11,8 @@ use uuid::Uuid;
 
 pub const AGENTS_DIR: &str = "agents";
 
+// No `deny_unknown_fields`: `yaml::parse` reports every unknown key, not the first.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawSample {
     #[serde(default)]
     instance_uid: Option<String>,
@@ -28,7 +27,6 @@ struct RawSample {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawExpect {
     #[serde(default)]
     rule: Option<String>,
@@ -72,17 +70,17 @@ pub fn load(snapshot: &Snapshot) -> (Vec<Sample>, Vec<Diagnostic>) {
         }
         match parse(path, body) {
             Ok(sample) => samples.push(sample),
-            Err(d) => diagnostics.push(*d),
+            Err(found) => diagnostics.extend(found),
         }
     }
     (samples, diagnostics)
 }
 
-fn parse(path: &str, body: &[u8]) -> Result<Sample, Box<Diagnostic>> {
-    let error = |message: String| Box::new(Diagnostic::error(message).in_file(path));
+/// One sample agent file (`path` as it is to be named in messages).
+pub fn parse(path: &str, body: &[u8]) -> Result<Sample, Vec<Diagnostic>> {
+    let error = |message: String| vec![Diagnostic::error(message).in_file(path)];
     let text = std::str::from_utf8(body).map_err(|_| error("not valid UTF-8".into()))?;
-    let raw: RawSample =
-        serde_saphyr::from_str(text).map_err(|e| Box::new(yaml_error(path, &e)))?;
+    let raw: RawSample = super::yaml::parse(path, text)?;
     let texts = |map: Option<BTreeMap<String, Value>>| {
         map.unwrap_or_default()
             .into_iter()

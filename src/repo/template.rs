@@ -72,7 +72,7 @@ impl Templates {
                 Ok(()) => {
                     sources.insert(name, source);
                 }
-                Err(e) => diagnostics.push(template_error(&e, None, None)),
+                Err(e) => diagnostics.push(syntax_error(&e, &name, &source)),
             }
         }
         let repetition = sources.iter().find_map(|(name, source)| {
@@ -205,14 +205,14 @@ impl Templates {
 
 pub use super::agent::ReadLogCell;
 
+const YAML_UNDEFINED: &str =
+    "the value given to `yaml` is undefined (use `| default(...)` if it is optional)";
+
 /// `| yaml`: the value in its JSON form, which YAML reads back as the same value. The safe way
 /// to splice agent-provided text into a config.
 fn yaml_filter(value: Value) -> Result<String, Error> {
     if value.is_undefined() {
-        return Err(Error::new(
-            ErrorKind::UndefinedError,
-            "the value given to `yaml` is undefined (use `| default(...)` if it is optional)",
-        ));
+        return Err(Error::new(ErrorKind::UndefinedError, YAML_UNDEFINED));
     }
     serde_json::to_string(&value)
         .map_err(|e| Error::new(ErrorKind::BadSerialization, format!("yaml filter: {e}")))
@@ -246,37 +246,168 @@ pub fn template_error(error: &Error, rule: Option<&str>, rendering: Option<&str>
         }
         innermost = source;
     }
-    let message = match error.kind() {
-        ErrorKind::OutOfFuel => format!(
+    let detail = innermost.detail().or(error.detail());
+    let source = innermost.template_source();
+    let range = innermost.range();
+    // Where minijinja's span starts is not always where the expression does (an attribute
+    // lookup points at its dot, a filter at its name): point at the expression the message
+    // names.
+    let named = match (error.kind(), detail, source, &range) {
+        (ErrorKind::UndefinedError, Some(detail), Some(source), Some(range)) => {
+            undefined_expression(detail, source, range.clone())
+        }
+        _ => None,
+    };
+    let message = match (error.kind(), &named) {
+        (ErrorKind::OutOfFuel, _) => format!(
             "template ran out of fuel after {RENDER_FUEL} instructions (a runaway loop or recursion?)"
         ),
-        _ => {
-            let mut m = error.kind().to_string();
-            if let Some(detail) = innermost.detail().or(error.detail()) {
-                m = format!("{m}: {detail}");
-            }
-            m
-        }
+        (_, Some((message, _))) => message.clone(),
+        // The detail of an undefined value already says "is undefined".
+        (ErrorKind::UndefinedError, None) if detail.is_some() => detail.unwrap_or_default().to_owned(),
+        _ => match detail {
+            Some(detail) => format!("{}: {detail}", error.kind()),
+            None => error.kind().to_string(),
+        },
     };
     let mut d = Diagnostic::error(message);
     if let Some(name) = innermost.name().or(rendering) {
         d = d.in_file(format!("{TEMPLATES_DIR}/{name}"));
     }
-    let column = innermost
-        .range()
-        .zip(innermost.template_source())
-        .map(|(range, source)| {
-            range.start
-                - source[..range.start.min(source.len())]
-                    .rfind('\n')
-                    .map_or(0, |i| i + 1)
-                + 1
-        });
-    d = d.at(innermost.line(), column);
+    let offset = named
+        .map(|(_, offset)| offset)
+        .or(range.as_ref().map(|r| r.start));
+    let position = offset
+        .zip(source)
+        .map(|(offset, source)| position(source, offset));
+    d = match position {
+        Some((line, column)) => d.at(Some(line), Some(column)),
+        None => d.at(innermost.line(), None),
+    };
     if let Some(rule) = rule {
         d = d.for_rule(rule);
     }
     d
+}
+
+/// The 1-based line and column of byte `offset` in `source`.
+fn position(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = &source[..offset];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (
+        before.matches('\n').count() + 1,
+        source[line_start..offset].chars().count() + 1,
+    )
+}
+
+/// For an undefined value, the message naming the expression and the byte offset where that
+/// expression starts: the last occurrence of the named expression that starts within the
+/// error's span or before it, or for `| yaml`, the expression the filter is given.
+fn undefined_expression(
+    detail: &str,
+    source: &str,
+    range: std::ops::Range<usize>,
+) -> Option<(String, usize)> {
+    let end = range.end.min(source.len());
+    if detail == YAML_UNDEFINED {
+        let before = source[..range.start.min(end)]
+            .trim_end()
+            .strip_suffix('|')?
+            .trim_end();
+        let start = before
+            .rfind(|c: char| !(c.is_alphanumeric() || "_.[]'\"".contains(c)))
+            .map_or(0, |i| i + 1);
+        let expression = &before[start..];
+        if expression.is_empty() {
+            return None;
+        }
+        return Some((
+            format!(
+                "`{expression}` is undefined (given to `yaml`; use `| default(...)` if it is optional)"
+            ),
+            start,
+        ));
+    }
+    let expression = detail.strip_prefix('`')?.split_once("` is undefined")?.0;
+    let line_start = source[..range.start.min(end)]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let start = source[line_start..end].rfind(expression)? + line_start;
+    Some((detail.to_owned(), start))
+}
+
+/// A template that does not compile. An unclosed block is reported at the tag that opened it,
+/// not at the end of the template where the parser noticed.
+fn syntax_error(error: &Error, name: &str, source: &str) -> Diagnostic {
+    let unclosed = error
+        .detail()
+        .is_some_and(|d| d.contains("unexpected end of input"))
+        .then(|| open_block(source))
+        .flatten();
+    match unclosed {
+        Some((keyword, offset)) => {
+            let (line, column) = position(source, offset);
+            Diagnostic::error(format!(
+                "syntax error: `{{% {keyword} %}}` is never closed: `{{% end{keyword} %}}` is missing"
+            ))
+            .in_file(format!("{TEMPLATES_DIR}/{name}"))
+            .at(Some(line), Some(column))
+        }
+        None => template_error(error, None, None),
+    }
+}
+
+/// The innermost block tag left open at the end of `source`: its keyword and byte offset.
+fn open_block(source: &str) -> Option<(String, usize)> {
+    const BLOCKS: &[&str] = &[
+        "if",
+        "for",
+        "macro",
+        "call",
+        "filter",
+        "block",
+        "with",
+        "autoescape",
+        "set",
+        "raw",
+    ];
+    let mut open: Vec<(String, usize)> = Vec::new();
+    let mut at = 0;
+    while let Some(found) = source[at..].find('{').map(|i| i + at) {
+        let rest = &source[found..];
+        if rest.starts_with("{#") {
+            at = rest.find("#}").map_or(source.len(), |i| found + i + 2);
+            continue;
+        }
+        if !rest.starts_with("{%") {
+            at = found + 1;
+            continue;
+        }
+        let Some(close) = rest.find("%}") else {
+            break;
+        };
+        let tag = rest[2..close].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        let keyword = tag.split_whitespace().next().unwrap_or_default();
+        at = found + close + 2;
+        if let Some(ended) = keyword.strip_prefix("end") {
+            if open.last().is_some_and(|(k, _)| k == ended) {
+                open.pop();
+            }
+        } else if keyword == "raw" {
+            open.push(("raw".into(), found));
+            match source[at..].find("endraw") {
+                Some(i) => {
+                    open.pop();
+                    at += i;
+                }
+                None => break,
+            }
+        } else if BLOCKS.contains(&keyword) && !(keyword == "set" && tag.contains('=')) {
+            open.push((keyword.to_owned(), found));
+        }
+    }
+    open.pop()
 }
 
 struct LimitedWriter {

@@ -86,11 +86,11 @@ impl Validator {
         }
         let mut problems = Vec::new();
         for error in builtin().iter_errors(config) {
-            problems.push(schema_problem(&error, BUILTIN_SCHEMA_NAME));
+            problems.extend(schema_problems(&error, BUILTIN_SCHEMA_NAME));
         }
         for (path, validator) in &self.repo_schemas {
             for error in validator.iter_errors(config) {
-                problems.push(schema_problem(&error, path));
+                problems.extend(schema_problems(&error, path));
             }
         }
         problems.extend(semantic_problems(config));
@@ -102,29 +102,43 @@ fn is_empty(config: &Value) -> bool {
     config.as_object().is_none_or(Map::is_empty)
 }
 
-fn schema_problem(error: &jsonschema::ValidationError, schema: &str) -> Problem {
-    let mut path: Vec<String> = error
+/// A schema violation as problems at the keys concerned: one per unexpected key, so each is
+/// reported at its own line.
+fn schema_problems(error: &jsonschema::ValidationError, schema: &str) -> Vec<Problem> {
+    let path: Vec<String> = error
         .instance_path()
         .iter()
         .map(|s| s.to_string())
         .collect();
-    // Point at the offending key itself, not at the object that holds it.
+    let shown = |path: &[String]| {
+        if path.is_empty() {
+            "the config".to_owned()
+        } else {
+            format!("`{}`", path.join("."))
+        }
+    };
     if let jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } =
         error.kind()
     {
-        if let Some(first) = unexpected.first() {
-            path.push(first.clone());
-        }
+        return unexpected
+            .iter()
+            .map(|key| {
+                let mut at = path.clone();
+                at.push(key.clone());
+                Problem {
+                    message: format!(
+                        "{}: `{key}` is not allowed here (schema {schema})",
+                        shown(&at)
+                    ),
+                    path: at,
+                }
+            })
+            .collect();
     }
-    let at = if path.is_empty() {
-        "the config".to_owned()
-    } else {
-        format!("`{}`", path.join("."))
-    };
-    Problem {
+    vec![Problem {
+        message: format!("{}: {error} (schema {schema})", shown(&path)),
         path,
-        message: format!("{at}: {error} (schema {schema})"),
-    }
+    }]
 }
 
 const SIGNALS: &[&str] = &["traces", "metrics", "logs", "profiles"];

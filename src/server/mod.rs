@@ -202,6 +202,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         CompileOptions {
             update_goldens: false,
             otelcol: options.otelcol.clone(),
+            ..CompileOptions::default()
         },
         metrics.clone(),
         audit.clone(),
