@@ -20,8 +20,9 @@ apt_install() {
   fi
 }
 
-# Build tools for the crate, and git for the repositories the tests create.
-apt_install build-essential pkg-config git ca-certificates chromium chromium-driver
+# Build tools for the crate, git for the repositories the tests create, and promtool (Debian's
+# prometheus package) for the alert rules in deploy/monitoring.
+apt_install build-essential pkg-config git ca-certificates chromium chromium-driver prometheus
 
 # PostgreSQL for the fleet-store tests: a throwaway cluster on a loopback port, stopped on exit.
 apt_install postgresql

@@ -1,5 +1,11 @@
 //! Prometheus metrics of one server, in an explicit registry (no global state, so several
-//! servers in one process, as in tests, keep their own numbers).
+//! servers in one process, as in tests, keep their own numbers). Fleet gauges are set from the
+//! registry when `/metrics` is scraped; process metrics are read from `/proc` then.
+
+pub mod process;
+
+use crate::fleet::status::Status;
+use crate::fleet::view::AgentSummary;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -7,15 +13,37 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentLabels {
     pub status: String,
     pub transport: String,
     pub connected: String,
+    /// `true`, `false`, or `unknown` (not reported, or disconnected).
+    pub healthy: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: &'static str,
+    pub commit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// The commit this binary was built from (build.rs), or "unknown".
+pub const COMMIT: &str = env!("OPAMP_GITOPS_COMMIT");
+
+fn request_duration_histogram() -> Histogram {
+    // 1 ms to about 16 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -62,8 +90,13 @@ pub struct Metrics {
     pub render_errors: Counter,
     pub store_errors: Counter,
     pub messages: Family<DirectionLabels, Counter>,
-    pub bytes: Family<DirectionLabels, Counter>,
+    pub received_bytes: Counter,
+    pub sent_bytes: Counter,
     pub http_requests: Family<RequestLabels, Counter>,
+    pub http_request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    pub build_info: Family<BuildLabels, Gauge>,
+    /// 1 while a snapshot newer than the current revision is rejected.
+    pub revision_rejected: Gauge,
 }
 
 pub const IN: DirectionLabels = DirectionLabels { direction: "in" };
@@ -95,8 +128,12 @@ impl Metrics {
             render_errors: Counter::default(),
             store_errors: Counter::default(),
             messages: Family::default(),
-            bytes: Family::default(),
+            received_bytes: Counter::default(),
+            sent_bytes: Counter::default(),
             http_requests: Family::default(),
+            http_request_duration: Family::new_with_constructor(request_duration_histogram),
+            build_info: Family::default(),
+            revision_rejected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -160,15 +197,42 @@ impl Metrics {
             m.messages.clone(),
         );
         registry.register(
-            "bytes",
-            "OpAMP message bytes by direction (after decompression)",
-            m.bytes.clone(),
+            "received_bytes",
+            "OpAMP message bytes received from agents (after decompression)",
+            m.received_bytes.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "OpAMP message bytes sent to agents (before compression)",
+            m.sent_bytes.clone(),
         );
         registry.register(
             "http_requests",
             "HTTP requests by route and status code",
             m.http_requests.clone(),
         );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route pattern",
+            m.http_request_duration.clone(),
+        );
+        registry.register(
+            "build_info",
+            "The version and commit of this server (always 1)",
+            m.build_info.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: COMMIT,
+            })
+            .set(1);
+        registry.register(
+            "revision_rejected",
+            "1 while a snapshot newer than the current revision is rejected, else 0",
+            m.revision_rejected.clone(),
+        );
+        registry.register_collector(Box::new(process::ProcessCollector));
         registry.register(
             "rollout_state",
             "Each staged rollout's state (1 for the current one) by scope",
@@ -189,12 +253,12 @@ impl Metrics {
 
     pub fn message_in(&self, bytes: usize) {
         self.messages.get_or_create(&IN).inc();
-        self.bytes.get_or_create(&IN).inc_by(bytes as u64);
+        self.received_bytes.inc_by(bytes as u64);
     }
 
     pub fn message_out(&self, bytes: usize) {
         self.messages.get_or_create(&OUT).inc();
-        self.bytes.get_or_create(&OUT).inc_by(bytes as u64);
+        self.sent_bytes.inc_by(bytes as u64);
     }
 
     pub fn set_revision(&self, revision: &str) {
@@ -212,6 +276,51 @@ impl Metrics {
             .map(|d| d.as_secs_f64())
             .unwrap_or_default();
         self.last_sync.set(now);
+    }
+
+    /// Sets the `agents` gauge from the registry's summaries. Every status is exported for every
+    /// transport and possible connection and health state, 0 included, so that a status no agent
+    /// has is a 0 and not an absent series. A disconnected agent's health is unknown.
+    pub fn observe_fleet(&self, agents: &[AgentSummary]) {
+        let mut counts: HashMap<AgentLabels, i64> = HashMap::new();
+        let states = [
+            ("true", "true"),
+            ("true", "false"),
+            ("true", "unknown"),
+            ("false", "unknown"),
+        ];
+        for status in Status::ALL {
+            for transport in ["ws", "http"] {
+                for (connected, healthy) in states {
+                    counts.insert(
+                        AgentLabels {
+                            status: status.as_str().to_owned(),
+                            transport: transport.to_owned(),
+                            connected: connected.to_owned(),
+                            healthy: healthy.to_owned(),
+                        },
+                        0,
+                    );
+                }
+            }
+        }
+        for agent in agents {
+            let healthy = match agent.healthy {
+                Some(h) => h.to_string(),
+                None => "unknown".to_owned(),
+            };
+            let labels = AgentLabels {
+                status: agent.status.as_str().to_owned(),
+                transport: agent.transport.as_str().to_owned(),
+                connected: agent.connected.to_string(),
+                healthy,
+            };
+            *counts.entry(labels).or_default() += 1;
+        }
+        self.agents.clear();
+        for (labels, count) in counts {
+            self.agents.get_or_create(&labels).set(count);
+        }
     }
 
     /// The staged rollouts as the fleet's last tick saw them.
@@ -259,7 +368,7 @@ impl Metrics {
     }
 }
 
-/// Counts every request by its route pattern and status code.
+/// Counts every request by its route pattern and status code, and times it by route pattern.
 pub async fn count_requests(
     axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
     request: axum::extract::Request,
@@ -270,7 +379,14 @@ pub async fn count_requests(
         .get::<axum::extract::MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
+    let started = Instant::now();
     let response = next.run(request).await;
+    metrics
+        .http_request_duration
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
     metrics
         .http_requests
         .get_or_create(&RequestLabels {

@@ -466,6 +466,43 @@ async fn metrics_follow_what_happened() {
         1.0
     );
 
+    assert_eq!(metric(&before, "opamp_gitops_revision_rejected", &[]), 0.0);
+    // Every status is a series from the start, 0 included.
+    for status in opamp_gitops::fleet::status::Status::ALL {
+        assert!(
+            before
+                .samples
+                .iter()
+                .any(|s| s.metric == "opamp_gitops_agents"
+                    && s.labels.get("status") == Some(status.as_str())
+                    && s.labels.get("healthy") == Some("unknown")),
+            "no agents series for {status}"
+        );
+    }
+    assert_eq!(metric(&before, "opamp_gitops_agents", &[]), 0.0);
+    let build = before
+        .samples
+        .iter()
+        .find(|s| s.metric == "opamp_gitops_build_info")
+        .expect("build_info");
+    assert_eq!(build.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    assert_eq!(build.labels.get("commit"), Some(head.as_str()));
+    assert!(metric(&before, "opamp_gitops_process_resident_memory_bytes", &[]) > 1e6);
+    assert!(metric(&before, "opamp_gitops_process_open_fds", &[]) >= 3.0);
+    // A short test may not have used a whole clock tick of CPU yet: the series must be there.
+    assert!(before
+        .samples
+        .iter()
+        .any(|s| s.metric == "opamp_gitops_process_cpu_seconds_total"));
+
     let _a = agent_reporting(&f.server, &[("environment", "production")], Applied, 0).await;
     let _b = agent_reporting(&f.server, &[("environment", "dev")], Failed, 0).await;
     f.repo.edit(
@@ -484,11 +521,17 @@ async fn metrics_follow_what_happened() {
             &[
                 ("status", "applied"),
                 ("transport", "ws"),
-                ("connected", "true")
+                ("connected", "true"),
+                ("healthy", "true")
             ]
         ),
         1.0
     );
+    assert_eq!(
+        metric(&after, "opamp_gitops_agents", &[("status", "unmanaged")]),
+        0.0
+    );
+    assert_eq!(metric(&after, "opamp_gitops_revision_rejected", &[]), 1.0);
     assert_eq!(
         metric(&after, "opamp_gitops_agents", &[("status", "failed")]),
         1.0
@@ -517,7 +560,8 @@ async fn metrics_follow_what_happened() {
         ),
         4.0
     );
-    assert!(metric(&after, "opamp_gitops_bytes_total", &[("direction", "out")]) > 0.0);
+    assert!(metric(&after, "opamp_gitops_sent_bytes_total", &[]) > 0.0);
+    assert!(metric(&after, "opamp_gitops_received_bytes_total", &[]) > 0.0);
     assert!(metric(&after, "opamp_gitops_last_sync_timestamp_seconds", &[]) > 1.7e9);
     assert_eq!(
         metric(
@@ -534,6 +578,18 @@ async fn metrics_follow_what_happened() {
             &[("route", "/v1/opamp"), ("code", "101")]
         ),
         2.0
+    );
+    let durations = after
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "opamp_gitops_http_request_duration_seconds_count"
+                && s.labels.get("route") == Some("/metrics")
+        })
+        .expect("a duration histogram for /metrics");
+    assert!(
+        matches!(durations.value, prometheus_parse::Value::Untyped(n) | prometheus_parse::Value::Counter(n) if n == 1.0),
+        "{durations:?}"
     );
     f.server.shutdown(Duration::from_secs(5)).await;
 }

@@ -12,7 +12,6 @@ pub mod webhook;
 
 use crate::auth::{self, TokenFile};
 use crate::fleet::Fleet;
-use crate::metrics::AgentLabels;
 use crate::net::listener::{ReserveSlot, PROBE_PATHS};
 use crate::source::RevisionStore;
 use axum::extract::State;
@@ -22,7 +21,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
 use serde_json::json;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -150,19 +148,10 @@ async fn bounded_request(
 
 async fn metrics(State(state): State<AdminState>) -> Response {
     let metrics = &state.metrics;
-    let mut counts: HashMap<AgentLabels, i64> = HashMap::new();
-    for agent in state.fleet.summaries() {
-        let labels = AgentLabels {
-            status: agent.status.as_str().to_owned(),
-            transport: agent.transport.as_str().to_owned(),
-            connected: agent.connected.to_string(),
-        };
-        *counts.entry(labels).or_default() += 1;
-    }
-    metrics.agents.clear();
-    for (labels, count) in counts {
-        metrics.agents.get_or_create(&labels).set(count);
-    }
+    metrics.observe_fleet(&state.fleet.summaries());
+    metrics
+        .revision_rejected
+        .set(i64::from(state.store.status().rejected.is_some()));
     metrics.set_rollouts(&state.fleet.rollouts());
     (
         [(
