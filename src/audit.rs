@@ -39,11 +39,14 @@ pub enum AuditKind {
         status: String,
         error: Option<String>,
     },
-    AdminAction {
-        action: AdminAction,
-        agent: Option<String>,
-        token: String,
-    },
+    /// An operator asked for a sync now (`POST /api/refresh`).
+    Refresh { token: String },
+    /// An operator pushed an agent's desired config again.
+    Push { agent: String, token: String },
+    /// An operator asked an agent to restart.
+    Restart { agent: String, token: String },
+    /// An operator forgot a disconnected agent (`DELETE /api/agents/{uid}`).
+    AgentForgotten { agent: String, token: String },
     /// An operator paused a staged rollout (`POST /api/rollout/pause`).
     RolloutPaused { scope: String, token: String },
     /// An operator resumed one, forgiving the failures counted so far.
@@ -52,25 +55,47 @@ pub enum AuditKind {
     RolloutPromoted { scope: String, token: String },
 }
 
-/// What an operator did through the admin API.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum AdminAction {
-    Refresh,
-    Push,
-    Restart,
-    /// A disconnected agent forgotten (`DELETE /api/agents/{uid}`).
-    Forget,
-}
+/// The kinds of events, as `GET /api/events?kind=` names them.
+pub const KINDS: [&str; 11] = [
+    "revision_applied",
+    "revision_rejected",
+    "config_sent",
+    "status_reported",
+    "refresh",
+    "push",
+    "restart",
+    "agent_forgotten",
+    "rollout_paused",
+    "rollout_resumed",
+    "rollout_promoted",
+];
 
 impl AuditKind {
     fn agent(&self) -> Option<&str> {
         match self {
-            AuditKind::ConfigSent { agent, .. } | AuditKind::StatusReported { agent, .. } => {
-                Some(agent)
-            }
-            AuditKind::AdminAction { agent, .. } => agent.as_deref(),
+            AuditKind::ConfigSent { agent, .. }
+            | AuditKind::StatusReported { agent, .. }
+            | AuditKind::Push { agent, .. }
+            | AuditKind::Restart { agent, .. }
+            | AuditKind::AgentForgotten { agent, .. } => Some(agent),
             _ => None,
+        }
+    }
+
+    /// The event's kind, as it is serialized.
+    pub fn name(&self) -> &'static str {
+        match self {
+            AuditKind::RevisionApplied { .. } => "revision_applied",
+            AuditKind::RevisionRejected { .. } => "revision_rejected",
+            AuditKind::ConfigSent { .. } => "config_sent",
+            AuditKind::StatusReported { .. } => "status_reported",
+            AuditKind::Refresh { .. } => "refresh",
+            AuditKind::Push { .. } => "push",
+            AuditKind::Restart { .. } => "restart",
+            AuditKind::AgentForgotten { .. } => "agent_forgotten",
+            AuditKind::RolloutPaused { .. } => "rollout_paused",
+            AuditKind::RolloutResumed { .. } => "rollout_resumed",
+            AuditKind::RolloutPromoted { .. } => "rollout_promoted",
         }
     }
 }
@@ -225,6 +250,43 @@ impl AuditLog {
             .cloned()
             .collect()
     }
+
+    /// One page of the events, newest first, of one kind and about one agent when asked, with
+    /// how many matched in all.
+    pub fn page(&self, query: &EventQuery) -> EventPage {
+        let guard = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        let matching = guard.0.iter().rev().map(|(event, _)| event).filter(|e| {
+            query.kind.as_deref().is_none_or(|k| e.kind.name() == k)
+                && query
+                    .agent
+                    .as_deref()
+                    .is_none_or(|a| e.kind.agent() == Some(a))
+        });
+        let mut total = 0;
+        let mut events = Vec::new();
+        for event in matching {
+            if total >= query.offset && events.len() < query.limit {
+                events.push(event.clone());
+            }
+            total += 1;
+        }
+        EventPage { total, events }
+    }
+}
+
+/// `GET /api/events?kind=&agent=&limit=&offset=`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub kind: Option<String>,
+    pub agent: Option<String>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventPage {
+    pub total: usize,
+    pub events: Vec<AuditEvent>,
 }
 
 #[cfg(test)]

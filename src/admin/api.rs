@@ -4,7 +4,7 @@
 use super::error::ApiError;
 use super::listing::{self, AgentQuery, DEFAULT_LIMIT, MAX_LIMIT};
 use super::{require_admin, AdminState};
-use crate::audit::{AdminAction, AuditKind};
+use crate::audit::{AuditKind, EventQuery, KINDS};
 use crate::fleet::status::Status;
 use crate::fleet::view::AgentSummary;
 use crate::fleet::AgentAction;
@@ -238,22 +238,40 @@ pub fn rule_views(state: &AdminState) -> Vec<Value> {
 }
 
 pub async fn events(State(state): State<AdminState>, RawQuery(raw): RawQuery) -> Response {
-    let mut agent = None;
-    let mut limit = DEFAULT_LIMIT;
+    let mut query = EventQuery {
+        limit: DEFAULT_LIMIT,
+        ..EventQuery::default()
+    };
     for (key, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        let number = || {
+            value
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("{key} `{value}` is not a number")))
+        };
         match key.as_ref() {
-            "agent" if !value.is_empty() => agent = Some(value.into_owned()),
-            "limit" => match value.parse::<usize>() {
-                Ok(n) => limit = n.min(MAX_LIMIT),
-                Err(_) => {
-                    return ApiError::bad_request(format!("limit `{value}` is not a number"))
-                        .into_response()
+            "agent" if !value.is_empty() => query.agent = Some(value.to_string()),
+            "kind" if !value.is_empty() => {
+                if !KINDS.contains(&value.as_ref()) {
+                    return ApiError::bad_request(format!(
+                        "unknown kind `{value}` (one of {})",
+                        KINDS.join(", ")
+                    ))
+                    .into_response();
                 }
+                query.kind = Some(value.to_string());
+            }
+            "limit" => match number() {
+                Ok(n) => query.limit = n.min(MAX_LIMIT),
+                Err(e) => return e.into_response(),
+            },
+            "offset" => match number() {
+                Ok(n) => query.offset = n,
+                Err(e) => return e.into_response(),
             },
             _ => {}
         }
     }
-    Json(state.audit.recent(agent.as_deref(), limit)).into_response()
+    Json(state.audit.page(&query)).into_response()
 }
 
 async fn act(
@@ -265,13 +283,10 @@ async fn act(
     let token = require_admin(&state, &headers)?;
     let uid = parse_uid(&uid)?;
     state.fleet.act(&uid, action)?;
-    state.audit.record(AuditKind::AdminAction {
-        action: match action {
-            AgentAction::Push => AdminAction::Push,
-            AgentAction::Restart => AdminAction::Restart,
-        },
-        agent: Some(uid.to_string()),
-        token,
+    let agent = uid.to_string();
+    state.audit.record(match action {
+        AgentAction::Push => AuditKind::Push { agent, token },
+        AgentAction::Restart => AuditKind::Restart { agent, token },
     });
     Ok((StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response())
 }
@@ -285,9 +300,8 @@ pub async fn forget(
     let token = require_admin(&state, &headers)?;
     let uid = parse_uid(&uid)?;
     state.fleet.forget(&uid)?;
-    state.audit.record(AuditKind::AdminAction {
-        action: AdminAction::Forget,
-        agent: Some(uid.to_string()),
+    state.audit.record(AuditKind::AgentForgotten {
+        agent: uid.to_string(),
         token,
     });
     Ok(StatusCode::NO_CONTENT)

@@ -33,20 +33,6 @@ const KEY_ATTRIBUTES: [&str; 7] = [
     "service.name",
     "k8s.namespace.name",
 ];
-/// The kinds of audit events the events page filters by (`GET /api/events?kind=`).
-const EVENT_KINDS: [&str; 11] = [
-    "revision_applied",
-    "revision_rejected",
-    "config_sent",
-    "status_reported",
-    "push",
-    "restart",
-    "agent_forgotten",
-    "rollout_paused",
-    "rollout_resumed",
-    "rollout_promoted",
-    "duplicate_uid",
-];
 /// How many attributes a table row shows (the rest are on the agent page).
 const ROW_ATTRIBUTES: usize = 3;
 
@@ -361,7 +347,7 @@ async fn events(State(state): State<AdminState>) -> Response {
         context! {
             nav => "events",
             revision => ser(state.store.status()),
-            kinds => EVENT_KINDS,
+            kinds => crate::audit::KINDS,
         },
     )
 }
