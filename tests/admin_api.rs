@@ -279,7 +279,10 @@ async fn push_resends_a_failed_config_and_is_audited_with_the_token_name() {
     let events = block(|| get(f.server.admin_addr, &format!("/api/events?agent={uid}")))
         .await
         .json();
-    assert_eq!(events["total"].as_u64(), Some(events["events"].as_array().unwrap().len() as u64));
+    assert_eq!(
+        events["total"].as_u64(),
+        Some(events["events"].as_array().unwrap().len() as u64)
+    );
     let events = events["events"].as_array().unwrap();
     assert_eq!(events[0]["kind"], "push");
     assert_eq!(events[0]["agent"], uid.as_str());
@@ -304,13 +307,24 @@ async fn push_resends_a_failed_config_and_is_audited_with_the_token_name() {
     let all_sent = block(|| sent("limit=100")).await;
     let total = all_sent["total"].as_u64().unwrap();
     assert!(total >= 2, "{all_sent}");
-    assert!(all_sent["events"].as_array().unwrap().iter().all(|e| e["kind"] == "config_sent"));
+    assert!(all_sent["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["kind"] == "config_sent"));
     let second = block(|| sent("limit=1&offset=1")).await;
     assert_eq!(second["total"].as_u64(), Some(total));
     assert_eq!(second["events"][0]["id"], all_sent["events"][1]["id"]);
     let unknown = block(|| get(f.server.admin_addr, "/api/events?kind=admin_action")).await;
     assert_eq!(unknown.status, 400);
-    assert!(unknown.json()["error"].as_str().unwrap().contains("config_sent"), "{}", unknown.body);
+    assert!(
+        unknown.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("config_sent"),
+        "{}",
+        unknown.body
+    );
     assert_eq!(
         block(|| post(
             f.server.admin_addr,
@@ -415,7 +429,11 @@ async fn a_push_that_cannot_be_delivered_is_409_and_a_disconnected_agent_can_be_
     assert!(common::server::agent(&f.server, &uid).is_none());
     assert_eq!(block(delete(WITH_TOKEN)).await.status, 404);
     let events = block(|| get(f.server.admin_addr, &format!("/api/events?agent={uid}"))).await;
-    assert!(events.body.contains("\"agent_forgotten\""), "{}", events.body);
+    assert!(
+        events.body.contains("\"agent_forgotten\""),
+        "{}",
+        events.body
+    );
     f.server.shutdown(Duration::from_secs(5)).await;
 }
 

@@ -198,7 +198,9 @@ async fn refresh(State(state): State<AdminState>, headers: HeaderMap) -> Respons
         Ok(name) => name,
         Err(refusal) => return refusal.into_response(),
     };
-    state.audit.record(crate::audit::AuditKind::Refresh { token: who });
+    state
+        .audit
+        .record(crate::audit::AuditKind::Refresh { token: who });
     state.refresh.notify_one();
     (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
 }
