@@ -41,6 +41,10 @@ export OPAMP_GITOPS_REFERENCE_BIN
 log "installing the third-party OpAMP clients (tests/clients/install.sh)"
 bash tests/clients/install.sh >/dev/null
 
+# The API-contract tools (openapi-spec-validator, schemathesis) for tests/openapi.rs.
+log "installing the API-contract tools (tests/apitools/install.sh)"
+bash tests/apitools/install.sh >/dev/null
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

@@ -15,7 +15,7 @@ pub const DEFAULT_CAPACITY: usize = 10_000;
 /// Bytes (of their JSON form) the events kept in memory may take together.
 pub const DEFAULT_MAX_BYTES: usize = 16 << 20;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuditKind {
     RevisionApplied {
@@ -100,10 +100,11 @@ impl AuditKind {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub id: u64,
     #[serde(serialize_with = "crate::diagnostics::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: SystemTime,
     #[serde(flatten)]
     pub kind: AuditKind,
@@ -283,7 +284,7 @@ pub struct EventQuery {
     pub offset: usize,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventPage {
     pub total: usize,
     pub events: Vec<AuditEvent>,

@@ -11,7 +11,7 @@ pub fn rfc3339<S: serde::Serializer>(t: &std::time::SystemTime, s: S) -> Result<
     s.serialize_str(&humantime::format_rfc3339_seconds(*t).to_string())
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Error,
@@ -28,7 +28,7 @@ impl fmt::Display for Severity {
 }
 
 /// A finding about a config repository. `file` is relative to the repository root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Diagnostic {
     pub severity: Severity,
     pub file: Option<String>,

@@ -7,6 +7,18 @@ use crate::fleet::view::AgentSummary;
 pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 
+/// The largest `limit` or `offset` a query takes (the API document's `maximum`, an int32's).
+pub const MAX_COUNT: usize = i32::MAX as usize;
+
+/// A `limit` or `offset` parameter: a whole number from 0 to [`MAX_COUNT`].
+pub fn count(key: &str, value: &str) -> Result<usize, String> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n <= MAX_COUNT)
+        .ok_or_else(|| format!("{key} `{value}` is not a whole number from 0 to {MAX_COUNT}"))
+}
+
 /// `?status=&rule=&label=k=v&q=&sort=&limit=&offset=` (label may repeat).
 #[derive(Debug, Default, Clone)]
 pub struct AgentQuery {
@@ -124,17 +136,8 @@ impl AgentQuery {
                 }
                 "q" if !value.is_empty() => query.q = Some(value.to_lowercase()),
                 "sort" if !value.is_empty() => query.sort = Some(Sort::parse(&value)?),
-                "limit" => {
-                    query.limit = value
-                        .parse::<usize>()
-                        .map_err(|_| format!("limit `{value}` is not a number"))?
-                        .min(MAX_LIMIT)
-                }
-                "offset" => {
-                    query.offset = value
-                        .parse()
-                        .map_err(|_| format!("offset `{value}` is not a number"))?
-                }
+                "limit" => query.limit = count("limit", &value)?.min(MAX_LIMIT),
+                "offset" => query.offset = count("offset", &value)?,
                 _ => {}
             }
         }

@@ -6,6 +6,7 @@ pub mod dashboard;
 pub mod error;
 pub mod history;
 pub mod listing;
+pub mod openapi;
 pub mod read_auth;
 pub mod rollout;
 pub mod webhook;
@@ -20,7 +21,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use error::ApiError;
-use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -48,7 +48,7 @@ pub const MAX_BODY_BYTES: usize = 25 << 20;
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/revision", get(revision))
         .route("/api/refresh", post(refresh))
@@ -67,9 +67,11 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/rollout/pause", post(rollout::pause))
         .route("/api/rollout/resume", post(rollout::resume))
         .route("/api/rollout/promote", post(rollout::promote))
+        .route("/api/openapi.json", get(openapi::openapi_json))
         .route("/metrics", get(metrics))
         .merge(dashboard::routes())
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::count_requests,
@@ -78,7 +80,49 @@ pub fn router(state: AdminState) -> Router {
             state.body_timeout,
             bounded_request,
         ))
+        .layer(axum::middleware::from_fn(json_errors))
         .with_state(state)
+}
+
+/// A route that exists, asked with a method it does not serve.
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} does not serve {method}", uri.path()),
+    )
+    .into_response()
+}
+
+/// The error bodies axum writes itself (a path parameter that does not decode, say) are plain
+/// text; under `/api/` every error is the documented `{"error": "..."}`.
+async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let api = request.uri().path().starts_with("/api/");
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !api || is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let mut json = ApiError::new(status, message).into_response();
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH {
+            json.headers_mut().insert(name, value.clone());
+        }
+    }
+    json
 }
 
 /// A path no route serves: the API's JSON error under `/api/`, plain text elsewhere.
@@ -181,7 +225,19 @@ pub fn require_admin(state: &AdminState, headers: &HeaderMap) -> Result<String, 
         })
 }
 
+/// Alive while the process serves.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "probes",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
 /// Ready once any revision is loaded.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "probes",
+    responses(
+        (status = 200, description = "A revision is loaded", body = String, content_type = "text/plain"),
+        (status = 503, description = "No revision loaded yet", body = String, content_type = "text/plain"),
+    ))]
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     match state.store.current() {
         Some(_) => (StatusCode::OK, "ready\n"),
@@ -189,10 +245,21 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     }
 }
 
-async fn revision(State(state): State<AdminState>) -> Response {
-    Json(state.store.status()).into_response()
+/// `GET /api/revision`: the current revision, the last sync, and the last rejected revision.
+#[utoipa::path(get, path = "/api/revision", operation_id = "getRevision", tag = "revisions",
+    responses((status = 200, description = "What the source last did", body = crate::source::SourceStatus)))]
+async fn revision(State(state): State<AdminState>) -> Json<crate::source::SourceStatus> {
+    Json(state.store.status())
 }
 
+/// `POST /api/refresh`: syncs the source now.
+#[utoipa::path(post, path = "/api/refresh", operation_id = "refresh", tag = "revisions",
+    security(("admin_token" = [])),
+    responses(
+        (status = 202, description = "A sync is on its way", body = openapi::Accepted),
+        (status = 401, description = "No valid admin token", body = openapi::ErrorBody),
+        (status = 403, description = "Mutating endpoints are disabled (no --admin-token-file)", body = openapi::ErrorBody),
+    ))]
 async fn refresh(State(state): State<AdminState>, headers: HeaderMap) -> Response {
     let who = match require_admin(&state, &headers) {
         Ok(name) => name,
@@ -202,5 +269,5 @@ async fn refresh(State(state): State<AdminState>, headers: HeaderMap) -> Respons
         .audit
         .record(crate::audit::AuditKind::Refresh { token: who });
     state.refresh.notify_one();
-    (StatusCode::ACCEPTED, Json(json!({"accepted": true}))).into_response()
+    (StatusCode::ACCEPTED, Json(openapi::Accepted::yes())).into_response()
 }

@@ -36,7 +36,7 @@ pub const REPLICA_LEASE: Duration = Duration::from_secs(15);
 type Remote = HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>;
 
 /// Whether the store works, as `/api/summary` shows it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StoreStatus {
     pub backend: &'static str,
     pub ok: bool,

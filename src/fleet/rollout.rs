@@ -24,7 +24,7 @@ pub const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 /// How often the tick runs: the granularity of soaks and admissions.
 pub const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RolloutState {
     None,
@@ -150,7 +150,7 @@ pub struct Observed {
 }
 
 /// Per-wave tallies of one scope.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct WaveTally {
     pub agents: usize,
     pub applied: usize,
@@ -186,13 +186,13 @@ struct Run {
     state: RolloutState,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct FailedAgent {
     pub instance_uid: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct WaveView {
     pub index: usize,
     /// "canary" or the wave's cumulative percentage ("25 %").
@@ -203,7 +203,7 @@ pub struct WaveView {
 }
 
 /// One scope's rollout, as `GET /api/rollout` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RolloutView {
     pub scope: String,
     pub revision: String,

@@ -9,7 +9,7 @@ use crate::repo::Desired;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct AgentSummary {
     pub instance_uid: String,
     pub attributes: BTreeMap<String, String>,
@@ -96,7 +96,7 @@ impl Fleet {
 
 /// A distinct attribute set of the registry and how many agents report it: what `diff --fleet`
 /// renders, once per set instead of once per agent.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, PartialOrd, Ord, utoipa::ToSchema)]
 pub struct AttributeSet {
     pub identifying: BTreeMap<String, String>,
     pub non_identifying: BTreeMap<String, String>,
@@ -153,10 +153,11 @@ fn last_error(rec: &AgentRecord, desired: &Desired, status: Status) -> Option<St
 }
 
 /// The fleet at a glance: counts by status, health and connection.
-#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Default, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FleetCounts {
     pub total: usize,
     /// Every status in a fixed order, with its count.
+    #[schema(schema_with = crate::admin::openapi::status_counts)]
     pub by_status: Vec<(&'static str, usize)>,
     /// Health counts are of connected agents: a disconnected agent's health is unknown, and it
     /// is counted under `disconnected` only.

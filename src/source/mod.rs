@@ -21,12 +21,13 @@ use tokio::sync::watch;
 /// The current revision, as the store publishes it.
 pub type RevisionWatch = watch::Receiver<Option<Arc<Revision>>>;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CurrentRevision {
     pub id: String,
     /// Where it came from: a directory path or a git URL and branch.
     pub source: String,
     #[serde(serialize_with = "crate::diagnostics::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub loaded_at: SystemTime,
     /// True when served from the local cache because the source was unreachable.
     pub from_cache: bool,
@@ -34,22 +35,24 @@ pub struct CurrentRevision {
     pub commit: Option<CommitMeta>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LastSync {
     #[serde(serialize_with = "crate::diagnostics::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: SystemTime,
     pub error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RejectedRevision {
     pub id: String,
     #[serde(serialize_with = "crate::diagnostics::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub at: SystemTime,
     pub diagnostics: Vec<Diagnostic>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SourceStatus {
     pub current: Option<CurrentRevision>,
     pub last_sync: Option<LastSync>,

@@ -167,13 +167,15 @@ pub struct StoredAgent {
 }
 
 /// A config an agent ran: from when it reported it applied until it applied another.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub revision: Option<String>,
     pub config_hash: String,
     #[serde(serialize_with = "crate::diagnostics::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub applied_at: SystemTime,
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub left_at: Option<SystemTime>,
 }
 
