@@ -45,6 +45,7 @@ pub fn run(args: &CheckArgs) -> i32 {
         update_goldens: args.update,
         otelcol: args.otelcol.clone(),
         repo_dir: Some(args.dir.display().to_string()),
+        resolve_telemetry: false,
     };
     let output = compile(&snapshot, snapshot.digest(), &options);
     if args.update {

@@ -19,7 +19,8 @@ use crate::metrics::Metrics;
 use crate::opamp::builders;
 use crate::opamp::codec::Reply;
 use crate::opamp::proto::{
-    AgentToServer, ConnectionSettingsOffers, RemoteConfigStatuses, ServerErrorResponseType,
+    AgentToServer, ConnectionSettingsOffers, OpAmpConnectionSettings, RemoteConfigStatuses,
+    ServerErrorResponseType, TelemetryConnectionSettings,
 };
 use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
 use crate::opamp::uid::InstanceUid;
@@ -28,6 +29,7 @@ use crate::options::parse_duration;
 use crate::repo::fleet::FLEET_SCOPE;
 use crate::repo::hash::ConfigHash;
 use crate::repo::rollout::RolloutSpec;
+use crate::repo::telemetry::ResolvedTelemetry;
 use crate::repo::Desired;
 use crate::source::RevisionWatch;
 use bytes::Bytes;
@@ -103,7 +105,8 @@ pub struct Fleet {
     served: RwLock<Option<Arc<Served>>>,
     /// The hashes recent revisions rendered: which commit an agent's running config came from.
     lineage: Lineage,
-    settings: Option<ConnectionSettingsOffers>,
+    /// The heartbeat interval offered to agents that heartbeat (with `--advertise-url`).
+    heartbeat: Option<OpAmpConnectionSettings>,
     capabilities: u64,
     next_connection: AtomicU64,
     metrics: Arc<Metrics>,
@@ -129,16 +132,13 @@ impl Fleet {
         metrics: Arc<Metrics>,
         audit: Arc<AuditLog>,
     ) -> Fleet {
-        let settings = config
+        let heartbeat = config
             .advertise_url
             .as_ref()
-            .map(|url| builders::settings_offer(url, config.heartbeat_interval));
-        let mut capabilities = server_caps::ACCEPTS_STATUS
+            .map(|url| builders::heartbeat_settings(url, config.heartbeat_interval));
+        let capabilities = server_caps::ACCEPTS_STATUS
             | server_caps::OFFERS_REMOTE_CONFIG
             | server_caps::ACCEPTS_EFFECTIVE_CONFIG;
-        if settings.is_some() {
-            capabilities |= server_caps::OFFERS_CONNECTION_SETTINGS;
-        }
         Fleet {
             config,
             revisions,
@@ -146,7 +146,7 @@ impl Fleet {
             connections: ConnectionIndex::default(),
             served: RwLock::default(),
             lineage: Lineage::default(),
-            settings,
+            heartbeat,
             capabilities,
             next_connection: AtomicU64::new(1),
             metrics,
@@ -242,16 +242,62 @@ impl Fleet {
         served: Option<&Served>,
         connection: ConnectionId,
     ) -> Intent {
+        // Connection settings are offered with a heartbeat interval to offer, or a revision
+        // whose rules name own-telemetry destinations.
+        let offers_settings = self.heartbeat.is_some()
+            || served.is_some_and(|s| s.revision.fleet.rules.iter().any(|r| r.telemetry.is_some()));
         Intent {
-            capabilities: self.capabilities,
+            capabilities: if offers_settings {
+                self.capabilities | server_caps::OFFERS_CONNECTION_SETTINGS
+            } else {
+                self.capabilities
+            },
             remote_config: match (desired, served) {
                 _ if self.held(rec, desired, served) => None,
                 (Desired::Config(config), Some(served)) => Some(served.encoded(config)),
                 _ => None,
             },
-            settings: self.settings.clone(),
+            settings: self.connection_settings(rec, desired, served),
             connection,
         }
+    }
+
+    /// What this agent is offered as connection settings: the heartbeat interval when it
+    /// heartbeats, and its rule's own-telemetry destinations for the signals it reports.
+    fn connection_settings(
+        &self,
+        rec: &AgentRecord,
+        desired: &Desired,
+        served: Option<&Served>,
+    ) -> Option<ConnectionSettingsOffers> {
+        let state = &rec.state;
+        let telemetry = desired
+            .rule()
+            .zip(served)
+            .and_then(|(rule, served)| served.revision.fleet.rules.iter().find(|r| r.name == rule))
+            .and_then(|rule| rule.telemetry.as_ref())
+            .and_then(|telemetry| telemetry.resolved.as_deref());
+        let own =
+            |caps: u64, pick: fn(&ResolvedTelemetry) -> &Option<TelemetryConnectionSettings>| {
+                telemetry
+                    .filter(|_| state.has(caps))
+                    .and_then(|t| pick(t).clone())
+            };
+        let offers = ConnectionSettingsOffers {
+            opamp: self
+                .heartbeat
+                .clone()
+                .filter(|_| state.has(agent_caps::REPORTS_HEARTBEAT)),
+            own_metrics: own(agent_caps::REPORTS_OWN_METRICS, |t| &t.metrics),
+            own_logs: own(agent_caps::REPORTS_OWN_LOGS, |t| &t.logs),
+            own_traces: own(agent_caps::REPORTS_OWN_TRACES, |t| &t.traces),
+            ..Default::default()
+        };
+        let empty = offers.opamp.is_none()
+            && offers.own_metrics.is_none()
+            && offers.own_logs.is_none()
+            && offers.own_traces.is_none();
+        (!empty).then(|| builders::with_hash(offers))
     }
 
     /// Looks up or creates the record of `uid`; `None` when the registry is full.

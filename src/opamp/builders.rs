@@ -31,20 +31,22 @@ pub fn remote_config(files: &BTreeMap<String, Bytes>, hash: &ConfigHash) -> Agen
     }
 }
 
-/// The heartbeat offer, with a hash that stays the same as long as its contents do.
-pub fn settings_offer(url: &str, interval: Duration) -> ConnectionSettingsOffers {
-    use sha2::{Digest, Sha256};
-    let seconds = interval.as_secs().max(1);
-    let hash = Sha256::digest(format!(
-        "opamp destination_endpoint={url} heartbeat_interval_seconds={seconds}"
-    ));
-    ConnectionSettingsOffers {
-        hash: Bytes::copy_from_slice(&hash),
-        opamp: Some(OpAmpConnectionSettings {
-            destination_endpoint: url.to_owned(),
-            heartbeat_interval_seconds: seconds,
-            ..Default::default()
-        }),
+/// The heartbeat offer (without a hash: [`with_hash`] seals what is finally offered).
+pub fn heartbeat_settings(url: &str, interval: Duration) -> OpAmpConnectionSettings {
+    OpAmpConnectionSettings {
+        destination_endpoint: url.to_owned(),
+        heartbeat_interval_seconds: interval.as_secs().max(1),
         ..Default::default()
     }
+}
+
+/// The offers with their `hash`: a digest of everything offered, so it stays the same exactly
+/// as long as the contents do (prost encodes deterministically: fields in order, no maps here).
+pub fn with_hash(mut offers: ConnectionSettingsOffers) -> ConnectionSettingsOffers {
+    use prost::Message;
+    use sha2::{Digest, Sha256};
+    offers.hash = Bytes::new();
+    let digest = Sha256::digest(offers.encode_to_vec());
+    offers.hash = Bytes::copy_from_slice(&digest);
+    offers
 }

@@ -20,6 +20,9 @@ pub mod agent_caps {
     pub const REPORTS_STATUS: u64 = 0x1;
     pub const ACCEPTS_REMOTE_CONFIG: u64 = 0x2;
     pub const REPORTS_EFFECTIVE_CONFIG: u64 = 0x4;
+    pub const REPORTS_OWN_TRACES: u64 = 0x20;
+    pub const REPORTS_OWN_METRICS: u64 = 0x40;
+    pub const REPORTS_OWN_LOGS: u64 = 0x80;
     pub const ACCEPTS_OPAMP_CONNECTION_SETTINGS: u64 = 0x100;
     pub const ACCEPTS_RESTART_COMMAND: u64 = 0x400;
     pub const REPORTS_HEALTH: u64 = 0x800;

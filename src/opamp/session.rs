@@ -231,7 +231,7 @@ pub struct Intent {
     pub capabilities: u64,
     /// The desired config, when the agent is managed and its render is valid.
     pub remote_config: Option<Arc<EncodedRemoteConfig>>,
-    /// Connection settings to offer (heartbeat interval) when they changed.
+    /// Connection settings to offer (heartbeat interval, own telemetry) when they changed.
     pub settings: Option<ConnectionSettingsOffers>,
     pub connection: ConnectionId,
 }
@@ -312,10 +312,9 @@ fn offer(
             events.push(SessionEvent::ConfigOffered { hash: config.hash });
         }
     }
+    // The fleet offers each agent only what its capabilities take; re-sent when it changes.
     if let Some(settings) = &intent.settings {
-        if state.has(agent_caps::REPORTS_HEARTBEAT)
-            && state.settings_offered.as_ref() != Some(&settings.hash)
-        {
+        if state.settings_offered.as_ref() != Some(&settings.hash) {
             state.settings_offered = Some(settings.hash.clone());
             reply.message.connection_settings = Some(settings.clone());
         }

@@ -6,6 +6,7 @@ use super::fleet::{FleetSpec, RuleOutput, FLEET_FILE};
 use super::render::{Desired, DesiredConfig, Revision};
 use super::samples::{self, GoldenSpec, Sample};
 use super::snapshot::Snapshot;
+use super::telemetry::{ProcessSecrets, Secrets};
 use super::template::{Templates, TEMPLATES_DIR};
 use super::validate::Validator;
 use crate::diagnostics::Diagnostic;
@@ -21,6 +22,9 @@ pub struct CompileOptions {
     pub otelcol: Option<std::path::PathBuf>,
     /// The repository directory as the user named it, for the `check DIR --update` hint.
     pub repo_dir: Option<String>,
+    /// Resolve the `${env:…}` / `${file:…}` references of `telemetry:` sections (a server does;
+    /// `check` runs where those secrets are not, and validates their form only).
+    pub resolve_telemetry: bool,
 }
 
 impl CompileOptions {
@@ -82,6 +86,36 @@ impl CompileOutput {
     }
 }
 
+/// Resolves every rule's telemetry settings. A reference the server cannot resolve is an error
+/// at the `telemetry:` line that wrote it: the defaults' (once), or the rule's own.
+fn resolve_telemetry(fleet: &mut FleetSpec, secrets: &dyn Secrets) -> Vec<Diagnostic> {
+    let mut errors = Vec::new();
+    let default_error = fleet.default_telemetry.as_ref().and_then(|(line, spec)| {
+        let message = spec.resolve(secrets).err()?;
+        errors.push(
+            Diagnostic::error(format!("defaults.{message}"))
+                .in_file(FLEET_FILE)
+                .at(Some(*line), None),
+        );
+        Some(message)
+    });
+    for rule in &mut fleet.rules {
+        if let Some(telemetry) = &mut rule.telemetry {
+            match telemetry.spec.resolve(secrets) {
+                Ok(resolved) => telemetry.resolved = Some(Arc::new(resolved)),
+                Err(message) if Some(&message) == default_error.as_ref() => {}
+                Err(message) => errors.push(
+                    Diagnostic::error(message)
+                        .in_file(FLEET_FILE)
+                        .at(Some(telemetry.line), None)
+                        .for_rule(&rule.name),
+                ),
+            }
+        }
+    }
+    errors
+}
+
 pub fn compile(
     snapshot: &Snapshot,
     id: impl Into<String>,
@@ -113,7 +147,12 @@ pub fn compile(
                 None
             }
             Ok(text) => match FleetSpec::parse(text) {
-                Ok(fleet) => Some(fleet),
+                Ok(mut fleet) => {
+                    if options.resolve_telemetry {
+                        diagnostics.extend(resolve_telemetry(&mut fleet, &ProcessSecrets));
+                    }
+                    Some(fleet)
+                }
                 Err(errors) => {
                     diagnostics.extend(errors);
                     None

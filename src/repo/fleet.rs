@@ -4,6 +4,7 @@
 
 use super::rollout::{self, RawRollout, RolloutSpec};
 use super::selector::{Pattern, Selector};
+use super::telemetry::{ResolvedTelemetry, TelemetrySpec};
 use crate::diagnostics::Diagnostic;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -31,6 +32,8 @@ struct RawFleet {
 struct RawDefaults {
     #[serde(default)]
     vars: Option<Map<String, Value>>,
+    #[serde(default)]
+    telemetry: Option<Spanned<Map<String, Value>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +47,8 @@ struct RawRule {
     files: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default)]
     vars: Option<Map<String, Value>>,
+    #[serde(default)]
+    telemetry: Option<Spanned<Map<String, Value>>>,
     #[serde(default)]
     rollout: Option<Spanned<RawRollout>>,
 }
@@ -80,11 +85,25 @@ pub struct Rule {
     pub vars: Value,
     /// The rule's own rollout, which wins over the fleet's for its agents.
     pub rollout: Option<Arc<RolloutSpec>>,
+    /// Where its agents send their own telemetry: the rule's `telemetry:` deep-merged over
+    /// `defaults.telemetry`.
+    pub telemetry: Option<RuleTelemetry>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RuleTelemetry {
+    pub spec: Arc<TelemetrySpec>,
+    /// Line of the `telemetry:` key that last set it (the rule's, else the defaults').
+    pub line: usize,
+    /// The settings offered, secrets resolved: filled in by a server's compile, never by `check`.
+    pub resolved: Option<Arc<ResolvedTelemetry>>,
 }
 
 #[derive(Debug, Clone)]
 pub struct FleetSpec {
     pub rules: Vec<Rule>,
+    /// `defaults.telemetry` with its line: what rules without their own inherit.
+    pub default_telemetry: Option<(usize, Arc<TelemetrySpec>)>,
     /// The fleet-wide rollout (scope `fleet`).
     pub rollout: Option<Arc<RolloutSpec>>,
 }
@@ -134,8 +153,24 @@ impl FleetSpec {
 
     pub fn parse(source: &str) -> Result<FleetSpec, Vec<Diagnostic>> {
         let raw: RawFleet = super::yaml::parse(FLEET_FILE, source)?;
-        let defaults = Value::Object(raw.defaults.and_then(|d| d.vars).unwrap_or_default());
+        let (defaults, default_telemetry) = match raw.defaults {
+            Some(d) => (d.vars.unwrap_or_default(), d.telemetry),
+            None => (Map::new(), None),
+        };
+        let defaults = Value::Object(defaults);
         let mut errors = Vec::new();
+        let default_telemetry = default_telemetry.map(|t| (t.referenced.line() as usize, t.value));
+        let mut default_spec = None;
+        if let Some((line, value)) = &default_telemetry {
+            match TelemetrySpec::parse(Value::Object(value.clone())) {
+                Ok(spec) => default_spec = Some((*line, Arc::new(spec))),
+                Err(message) => errors.push(
+                    Diagnostic::error(format!("defaults.{message}"))
+                        .in_file(FLEET_FILE)
+                        .at(Some(*line), None),
+                ),
+            }
+        }
         let mut seen = HashSet::new();
         let mut rules = Vec::new();
         for spanned in raw.rules {
@@ -195,6 +230,22 @@ impl FleetSpec {
             };
             let mut vars = defaults.clone();
             deep_merge(&mut vars, Value::Object(raw_rule.vars.unwrap_or_default()));
+            let telemetry = match merged_telemetry(&default_telemetry, raw_rule.telemetry) {
+                None => None,
+                Some((line, value)) => match TelemetrySpec::parse(value) {
+                    Ok(spec) => Some(RuleTelemetry {
+                        spec: Arc::new(spec),
+                        line,
+                        resolved: None,
+                    }),
+                    // The defaults' own error is reported once, above.
+                    Err(_) if Some(line) == default_telemetry.as_ref().map(|(l, _)| *l) => None,
+                    Err(message) => {
+                        errors.push(at(message, line));
+                        continue;
+                    }
+                },
+            };
             let rollout = match raw_rule.rollout.map(|r| rollout::parse(r, Some(&name))) {
                 None => None,
                 Some(Ok(spec)) => Some(Arc::new(spec)),
@@ -211,6 +262,7 @@ impl FleetSpec {
                 output,
                 vars,
                 rollout,
+                telemetry,
             });
         }
         let rollout = match raw.rollout.map(|r| rollout::parse(r, None)) {
@@ -222,9 +274,30 @@ impl FleetSpec {
             }
         };
         if errors.is_empty() {
-            Ok(FleetSpec { rules, rollout })
+            Ok(FleetSpec {
+                rules,
+                default_telemetry: default_spec,
+                rollout,
+            })
         } else {
             Err(errors)
+        }
+    }
+}
+
+/// A rule's telemetry deep-merged over the defaults', with the line that set it last.
+fn merged_telemetry(
+    defaults: &Option<(usize, Map<String, Value>)>,
+    own: Option<Spanned<Map<String, Value>>>,
+) -> Option<(usize, Value)> {
+    match (defaults, own) {
+        (None, None) => None,
+        (Some((line, base)), None) => Some((*line, Value::Object(base.clone()))),
+        (base, Some(own)) => {
+            let mut merged =
+                Value::Object(base.as_ref().map(|(_, b)| b.clone()).unwrap_or_default());
+            deep_merge(&mut merged, Value::Object(own.value));
+            Some((own.referenced.line() as usize, merged))
         }
     }
 }

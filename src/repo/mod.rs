@@ -13,6 +13,7 @@ pub mod samples;
 pub mod sandbox;
 pub mod selector;
 pub mod snapshot;
+pub mod telemetry;
 pub mod template;
 pub mod validate;
 pub mod yaml;

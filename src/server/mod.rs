@@ -209,6 +209,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         CompileOptions {
             update_goldens: false,
             otelcol: options.otelcol.clone(),
+            resolve_telemetry: true,
             ..CompileOptions::default()
         },
         metrics.clone(),
