@@ -98,6 +98,31 @@ impl ConfigRepo {
 #[derive(Clone, Default)]
 struct Sink {
     bodies: Arc<Mutex<Vec<Value>>>,
+    /// The Collector's own telemetry (OTLP/HTTP protobuf): path and Authorization header.
+    own: Arc<Mutex<Vec<(String, String)>>>,
+}
+
+async fn received_own(
+    State(sink): State<Sink>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> impl axum::response::IntoResponse {
+    if !body.is_empty() {
+        let authorization = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        sink.own
+            .lock()
+            .unwrap()
+            .push((uri.path().to_owned(), authorization));
+    }
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-protobuf")],
+        Bytes::new(),
+    )
 }
 
 async fn received(State(sink): State<Sink>, body: Bytes) -> impl axum::response::IntoResponse {
@@ -121,6 +146,8 @@ impl Sink {
         let port = listener.local_addr().unwrap().port();
         let app = Router::new()
             .route("/v1/traces", post(received))
+            .route("/v1/metrics", post(received_own))
+            .route("/v1/logs", post(received_own))
             .with_state(sink.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -279,6 +306,16 @@ fn the_readme_shows_the_supervisor_config_the_end_to_end_test_runs() {
 impl Supervisor {
     /// Starts the Supervisor in `dir` (its config, logs and storage go there).
     fn start(dir: &Path, endpoint: &str, uid: &str) -> Supervisor {
+        Supervisor::start_with(dir, endpoint, uid, |_| {})
+    }
+
+    /// Starts it with `adjust` applied to its config first.
+    fn start_with(
+        dir: &Path,
+        endpoint: &str,
+        uid: &str,
+        adjust: impl FnOnce(&mut Value),
+    ) -> Supervisor {
         let collector = common::reference::collector();
         let binary = common::reference::supervisor();
         std::fs::create_dir_all(dir.join("storage")).expect("mkdir storage");
@@ -289,6 +326,9 @@ impl Supervisor {
             &dir.join("storage"),
             &dir.join("supervisor.log"),
         );
+        let mut config: Value = serde_json::from_str(&config).expect("JSON");
+        adjust(&mut config);
+        let config = serde_json::to_string_pretty(&config).expect("JSON");
         std::fs::write(dir.join("supervisor.yaml"), config).expect("write supervisor.yaml");
         let out = std::fs::File::create(dir.join("supervisor.out")).expect("create out file");
         let child = Command::new(&binary)
@@ -735,5 +775,84 @@ async fn the_supervisor_over_plain_http_converges_on_its_polls() {
     );
     assert_eq!(second["revision"], v2_commit.as_str(), "{second:#}");
     assert_eq!(span_revision(&sink, otlp_port, "http-span-2").await, "v2");
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_collector_sends_its_own_telemetry_where_git_says() {
+    let _stack = ONE_STACK_AT_A_TIME.lock().await;
+    let (sink, sink_port) = Sink::start().await;
+    let otlp_port = free_port();
+    let repo = ConfigRepo::new(otlp_port, sink_port);
+    let work = repo.work();
+    // The rule names where its Collectors send their own metrics and logs; the metrics header
+    // is a secret the server reads from a file, never committed.
+    let s = setup(&repo.url());
+    let secret = s.dir.path().join("otlp-token");
+    std::fs::write(&secret, "own-telemetry-secret\n").unwrap();
+    edit(
+        &work,
+        "fleet.yaml",
+        "    template: e2e.yaml.j2\n",
+        &format!(
+            "    template: e2e.yaml.j2\n    telemetry:\n      metrics:\n        endpoint: http://127.0.0.1:{sink_port}/v1/metrics\n        headers: {{authorization: \"Bearer ${{file:{}}}\"}}\n      logs: {{endpoint: \"http://127.0.0.1:{sink_port}/v1/logs\"}}\n",
+            secret.display()
+        ),
+    );
+    // The fixture's template turns the Collector's internal metrics off: on, here.
+    edit(
+        &work,
+        common::e2e::TEMPLATE,
+        "    metrics:\n      level: none\n",
+        "    metrics:\n      level: normal\n",
+    );
+    update_goldens(&work);
+    repo.commit_and_push("own telemetry to the sink");
+    manage_nothing_yet(&repo);
+    let server = start_with(s.options.clone()).await;
+    let admin = server.admin_addr;
+    let uid = uuid::Uuid::now_v7().to_string();
+    // The shipped config with the own-telemetry capabilities on, and the Collector's internal
+    // metrics left on (the other tests turn them off).
+    let _supervisor = Supervisor::start_with(
+        &s.dir.path().join("supervisor-telemetry"),
+        &format!("ws://{}/v1/opamp", server.opamp_addr),
+        &uid,
+        |config| {
+            config["capabilities"]["reports_own_metrics"] = true.into();
+            config["capabilities"]["reports_own_logs"] = true.into();
+            config["agent"]["args"] = json!([]);
+        },
+    );
+
+    manage_it(&repo, admin, &uid).await;
+    let applied = until_applied(admin, &uid, "the config applied", |_| true).await;
+    let capabilities = applied["capabilities"].to_string();
+    assert!(
+        capabilities.contains("ReportsOwnMetrics") && capabilities.contains("ReportsOwnLogs"),
+        "{applied:#}"
+    );
+
+    // The Collector's own logs (batched, seconds) and metrics (a periodic reader, a minute)
+    // reach the sink, the metrics with the secret the server resolved.
+    let until = Instant::now() + WAIT + Duration::from_secs(30);
+    loop {
+        let own = sink.own.lock().unwrap().clone();
+        let logs = own.iter().any(|(path, _)| path == "/v1/logs");
+        let metrics = own.iter().find(|(path, _)| path == "/v1/metrics");
+        if let (true, Some((_, authorization))) = (logs, metrics) {
+            assert_eq!(authorization, "Bearer own-telemetry-secret");
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the Collector's own telemetry did not reach the sink; it got: {own:?}; the agent: {:#}",
+            api(admin, &format!("/api/agents/{uid}"))
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Its effective config carries the Supervisor's own-telemetry section, which is not drift.
+    let agent = api(admin, &format!("/api/agents/{uid}"));
+    assert_eq!(agent["status"], "applied", "{agent:#}");
     server.shutdown(Duration::from_secs(5)).await;
 }
