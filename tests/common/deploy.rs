@@ -239,3 +239,138 @@ pub fn is_built_in(object: &Value) -> bool {
         Some((group, _)) => !group.contains('.') || group.ends_with(".k8s.io"),
     }
 }
+
+/// How a rendered Deployment starts its container: the arguments, and the environment with
+/// every value resolved (literals, the rendered ConfigMaps of `envFrom`, and through `resolve`
+/// what a cluster fills in: Secret keys, the downward API).
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Launch {
+    pub fn of(
+        objects: &[Value],
+        deployment: &Value,
+        resolve: impl Fn(&str, &Value) -> String,
+    ) -> Launch {
+        let c = container(deployment);
+        let mut env = Vec::new();
+        for from in c["envFrom"].as_array().into_iter().flatten() {
+            let name = from["configMapRef"]["name"]
+                .as_str()
+                .expect("envFrom a ConfigMap");
+            let map = object(objects, "ConfigMap", Some(name));
+            for (k, v) in map["data"].as_object().expect("ConfigMap data") {
+                env.push((k.clone(), v.as_str().expect("a string").to_owned()));
+            }
+        }
+        for var in c["env"].as_array().into_iter().flatten() {
+            let name = var["name"].as_str().unwrap().to_owned();
+            let value = match var["value"].as_str() {
+                Some(v) => v.to_owned(),
+                None => resolve(&name, &var["valueFrom"]),
+            };
+            env.retain(|(k, _)| *k != name);
+            env.push((name, value));
+        }
+        Launch {
+            args: strings(&c["args"]),
+            env,
+        }
+    }
+
+    /// Every `host:port` flag on loopback with a port the OS picks.
+    pub fn on_loopback(&mut self) {
+        for arg in &mut self.args {
+            for flag in ["--listen", "--admin-listen"] {
+                if arg.starts_with(&format!("{flag}=")) {
+                    *arg = format!("{flag}=127.0.0.1:0");
+                }
+            }
+        }
+    }
+
+    /// Paths below the container's volume mounts moved below `dir` (one directory a volume);
+    /// each file that a Secret volume provides written with `content(secret, key)`.
+    pub fn materialize(
+        &mut self,
+        deployment: &Value,
+        dir: &Path,
+        content: impl Fn(&str, &str) -> String,
+    ) {
+        let spec = &deployment["spec"]["template"]["spec"];
+        let volumes = spec["volumes"].as_array().expect("volumes");
+        // Each value moves at most once: a mount at /tmp must not catch a path moved below
+        // the temp directory by another mount.
+        let mut args_moved = vec![false; self.args.len()];
+        let mut env_moved = vec![false; self.env.len()];
+        for mount in container(deployment)["volumeMounts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = mount["name"].as_str().unwrap();
+            let at = mount["mountPath"].as_str().unwrap();
+            let volume = volumes
+                .iter()
+                .find(|v| v["name"] == name)
+                .unwrap_or_else(|| panic!("volume {name} is mounted but not declared"));
+            let local = dir.join(name);
+            std::fs::create_dir_all(&local).unwrap();
+            let local = local.to_str().unwrap();
+            // `value` below the mount: moved, and the file's path inside the volume.
+            let relocate = |value: &str| -> Option<(String, String)> {
+                let rest = value.strip_prefix(at)?;
+                (rest.is_empty() || rest.starts_with('/')).then(|| {
+                    (
+                        format!("{local}{rest}"),
+                        rest.trim_start_matches('/').to_owned(),
+                    )
+                })
+            };
+            let mut keys = Vec::new();
+            for (arg, moved) in self.args.iter_mut().zip(&mut args_moved) {
+                let Some((flag, value)) = arg.split_once('=') else {
+                    continue;
+                };
+                if let (false, Some((value, key))) = (*moved, relocate(value)) {
+                    *arg = format!("{flag}={value}");
+                    *moved = true;
+                    keys.push(key);
+                }
+            }
+            for ((_, value), moved) in self.env.iter_mut().zip(&mut env_moved) {
+                if let (false, Some((new, key))) = (*moved, relocate(value)) {
+                    *value = new;
+                    *moved = true;
+                    keys.push(key);
+                }
+            }
+            if let Some(secret) = volume["secret"]["secretName"].as_str() {
+                for key in keys.into_iter().filter(|k| !k.is_empty()) {
+                    std::fs::write(Path::new(local).join(&key), content(secret, &key)).unwrap();
+                }
+            }
+        }
+    }
+
+    pub fn env_value(&self, name: &str) -> Option<&str> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(k, _)| k != name);
+        self.env.push((name.to_owned(), value.to_owned()));
+    }
+
+    /// `serve` started as the container would start it.
+    pub fn start(&self) -> super::served::ServeProcess {
+        let args: Vec<&std::ffi::OsStr> = self.args.iter().map(std::ffi::OsStr::new).collect();
+        super::served::ServeProcess::run(&args, &self.env)
+    }
+}
