@@ -12,6 +12,10 @@
 # GET /api/version show.
 
 FROM rust:1.95-bookworm AS build
+# git2's HTTPS links the system OpenSSL, found through pkg-config (both usually in this image).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pkg-config libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 ARG OPAMP_GITOPS_COMMIT=""
