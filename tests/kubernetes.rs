@@ -302,7 +302,7 @@ fn secret_content(tls: &common::tls::Issued) -> impl Fn(&str, &str) -> String + 
 }
 
 #[test]
-fn a_server_started_as_the_base_deployment_starts_it_answers_the_probes() {
+fn a_server_started_as_the_base_and_tls_deployments_start_it_answers_their_probes() {
     let remote = GitRemote::new();
     let ca = common::tls::TestCa::new("test CA");
     let issued = ca.server();
@@ -317,28 +317,29 @@ fn a_server_started_as_the_base_deployment_starts_it_answers_the_probes() {
         launch.on_loopback();
         launch.set_env("OPAMP_GITOPS_REPO", &remote.file_url());
         let server = launch.start();
-        if dir.ends_with("tls") {
-            // The kubelet's HTTPS probes skip verification; here it is enough that both
-            // listeners came up with the certificate cert-manager's Secret provides.
-            continue;
-        }
+        // The probes as the kubelet sends them: HTTPS in the tls overlay (the kubelet does not
+        // verify the certificate; this client does, against the test CA).
+        let tls = dir.ends_with("tls").then(|| ca.pem());
         let c = container(deployment);
         for probe in ["readinessProbe", "livenessProbe"] {
             let path = c[probe]["httpGet"]["path"].as_str().unwrap();
+            let https = c[probe]["httpGet"]["scheme"] == "HTTPS";
+            assert_eq!(https, tls.is_some(), "{dir}: {probe} scheme");
             let until = Instant::now() + Duration::from_secs(30);
             loop {
-                let answer = common::admin::get(server.admin, path);
-                if answer.status == 200 {
+                let status = match &tls {
+                    None => common::admin::get(server.admin, path).status,
+                    Some(ca) => https_status(ca, server.admin, path),
+                };
+                if status == 200 {
                     break;
                 }
-                assert!(
-                    Instant::now() < until,
-                    "{dir}: {path} answered {} {}",
-                    answer.status,
-                    answer.body
-                );
+                assert!(Instant::now() < until, "{dir}: {path} answered {status}");
                 std::thread::sleep(Duration::from_millis(50));
             }
+        }
+        if tls.is_some() {
+            continue;
         }
         // The OpAMP port is the agents' (and, with the agent tokens mounted, refuses strangers).
         let refused = common::agent::http_client()
@@ -347,6 +348,28 @@ fn a_server_started_as_the_base_deployment_starts_it_answers_the_probes() {
             .unwrap();
         assert_eq!(refused.status().as_u16(), 401, "{dir}");
     }
+}
+
+/// The status of `GET path` over TLS, trusting `ca` (0 when the exchange fails).
+fn https_status(ca: &str, addr: std::net::SocketAddr, path: &str) -> u16 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let connector = common::tls::connector(ca, None);
+        let Ok(mut stream) = common::tls::connect(&connector, addr).await else {
+            return 0;
+        };
+        let response = common::tls::http_get(&mut stream, path)
+            .await
+            .unwrap_or_default();
+        response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
+    })
 }
 
 /// The supervisor.yaml the collector DaemonSet mounts.
