@@ -3,7 +3,8 @@
 //! strict, offline), cert-manager's resources valid for the schemas in tests/fixtures; the base
 //! is one replica recreated on a claim, `ha` several with a PodDisruptionBudget; the Deployment's
 //! probes, ports, flags and variables are the ones the binary serves, and a server started with
-//! them answers the probes; the collector DaemonSet runs the shipped supervisor.yaml.
+//! them answers the probes; the collector DaemonSet runs the shipped supervisor.yaml; the
+//! README's overlay of your own renders.
 
 mod common;
 
@@ -520,4 +521,32 @@ fn the_extension_only_collector_reports_to_the_same_server_and_accepts_no_config
     );
     let extensions = strings(&config["service"]["extensions"]);
     assert!(extensions.contains(&"opamp".to_owned()), "{extensions:?}");
+}
+
+#[test]
+fn the_readme_overlay_of_your_own_renders_with_your_image_and_repository() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = "cat > my-opamp/kustomization.yaml <<'YAML'\n";
+    let body = &readme[readme.find(start).expect("the README's own overlay") + start.len()..];
+    let body = &body[..body.find("\nYAML\n").expect("the heredoc's end") + 1];
+    // Beside a `deploy` directory, as in a clone.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(root().join("deploy"), dir.path().join("deploy")).unwrap();
+    std::fs::create_dir(dir.path().join("my-opamp")).unwrap();
+    std::fs::write(dir.path().join("my-opamp/kustomization.yaml"), body).unwrap();
+    let objects = kustomize(&dir.path().join("my-opamp"));
+    assert_valid("the README's overlay", &objects);
+    let deployment = object(&objects, "Deployment", None);
+    assert_eq!(
+        container(deployment)["image"],
+        format!(
+            "registry.example.com/opamp-gitops:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+    let launch = Launch::of(&objects, deployment, |_, _| String::new());
+    assert_eq!(
+        launch.env_value("OPAMP_GITOPS_REPO"),
+        Some("https://github.com/acme/collector-configs.git")
+    );
 }
