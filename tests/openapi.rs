@@ -37,6 +37,7 @@ const API_ROUTES: &[(&str, &[&str])] = &[
     ("/api/rollout/resume", &["post"]),
     ("/api/rules", &["get"]),
     ("/api/summary", &["get"]),
+    ("/api/version", &["get"]),
 ];
 
 /// The bin directory of the venv with openapi-spec-validator and schemathesis, installing

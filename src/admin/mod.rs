@@ -9,6 +9,7 @@ pub mod listing;
 pub mod openapi;
 pub mod read_auth;
 pub mod rollout;
+pub mod version;
 pub mod webhook;
 
 use crate::auth::{self, TokenFile};
@@ -51,6 +52,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/revision", get(revision))
+        .route("/api/version", get(version::get))
         .route("/api/refresh", post(refresh))
         .route("/webhook/git", post(webhook::receive))
         .route("/api/agents", get(api::agents))

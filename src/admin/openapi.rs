@@ -43,6 +43,7 @@ impl Accepted {
         api::restart, api::rules, api::events, history::agent, history::revision_agents,
         rollout::list, rollout::pause, rollout::resume, rollout::promote,
         super::revision, super::refresh, super::healthz, super::readyz, openapi_json,
+        super::version::get,
     ),
     components(schemas(crate::audit::AuditKind)),
     modifiers(&AdminToken),

@@ -215,7 +215,9 @@ async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres:
                 revision = EXCLUDED.revision, rule = EXCLUDED.rule, transport = EXCLUDED.transport,
                 replica_id = EXCLUDED.replica_id, connected = EXCLUDED.connected,
                 first_seen = EXCLUDED.first_seen, last_seen = EXCLUDED.last_seen,
-                token_name = EXCLUDED.token_name",
+                token_name = EXCLUDED.token_name
+             WHERE EXCLUDED.connected OR NOT agents.connected
+                OR agents.replica_id = EXCLUDED.replica_id",
         )
         .await?;
     let clear_history = tx
@@ -229,34 +231,40 @@ async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres:
         .await?;
     for a in &batch.agents {
         let uid = &a.instance_uid[..];
-        tx.execute(
-            &upsert,
-            &[
-                &uid,
-                &json(&a.identifying),
-                &json(&a.non_identifying),
-                &(a.capabilities as i64),
-                &a.sequence_num.map(|n| n as i64),
-                &a.reported_hash,
-                &a.remote_config_status,
-                &a.error_message,
-                &a.healthy,
-                &a.health_status,
-                &a.health_error,
-                &a.effective_config_hash,
-                &a.effective_config.as_ref().map(json),
-                &a.desired_hash,
-                &a.revision,
-                &a.rule,
-                &a.transport,
-                &a.replica_id,
-                &a.connected,
-                &to_millis(a.first_seen),
-                &to_millis(a.last_seen),
-                &a.token_name,
-            ],
-        )
-        .await?;
+        // An agent that left this replica for another, which already wrote it connected, is
+        // the other's now: this replica's late "disconnected" (and its history) is not written.
+        let written = tx
+            .execute(
+                &upsert,
+                &[
+                    &uid,
+                    &json(&a.identifying),
+                    &json(&a.non_identifying),
+                    &(a.capabilities as i64),
+                    &a.sequence_num.map(|n| n as i64),
+                    &a.reported_hash,
+                    &a.remote_config_status,
+                    &a.error_message,
+                    &a.healthy,
+                    &a.health_status,
+                    &a.health_error,
+                    &a.effective_config_hash,
+                    &a.effective_config.as_ref().map(json),
+                    &a.desired_hash,
+                    &a.revision,
+                    &a.rule,
+                    &a.transport,
+                    &a.replica_id,
+                    &a.connected,
+                    &to_millis(a.first_seen),
+                    &to_millis(a.last_seen),
+                    &a.token_name,
+                ],
+            )
+            .await?;
+        if written == 0 {
+            continue;
+        }
         if let Some(history) = &a.history {
             tx.execute(&clear_history, &[&uid]).await?;
             for (seq, h) in history.iter().enumerate() {

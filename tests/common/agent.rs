@@ -149,6 +149,22 @@ impl WsAgent {
         WsAgent { id, ws }
     }
 
+    /// Connects as a deployed collector does, with `Authorization: Bearer <token>`.
+    pub async fn connect_with_token(addr: SocketAddr, id: Identity, token: &str) -> WsAgent {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{addr}/v1/opamp")
+            .into_client_request()
+            .expect("a WebSocket request");
+        request.headers_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("a header value"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("WebSocket connect");
+        WsAgent { id, ws }
+    }
+
     pub async fn send(&mut self, msg: AgentToServer) {
         let mut frame = vec![0u8];
         frame.extend(msg.encode_to_vec());

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod agent;
 pub mod browser;
 pub mod clients;
+pub mod deploy;
 pub mod e2e;
 pub mod git;
 pub mod postgres;

@@ -18,15 +18,26 @@ impl ServeProcess {
     /// Starts `serve` on loopback ports the OS picks, with `args` after them; panics with the
     /// server's output when it does not come up.
     pub fn start(args: &[&std::ffi::OsStr]) -> ServeProcess {
+        let mut full: Vec<&std::ffi::OsStr> = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ]
+        .iter()
+        .map(std::ffi::OsStr::new)
+        .collect();
+        full.extend_from_slice(args);
+        Self::run(&full, &[])
+    }
+
+    /// Runs the binary with exactly `args` (the subcommand included) and `env` added to the
+    /// environment; the listen addresses must be loopback ones.
+    pub fn run(args: &[&std::ffi::OsStr], env: &[(String, String)]) -> ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_opamp-gitops"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-            ])
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("OPAMP_GITOPS_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
