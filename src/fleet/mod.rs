@@ -2,6 +2,7 @@
 //! decides what each agent is sent. Level-triggered: at every message and every new revision,
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
+pub mod attach;
 pub mod connections;
 pub mod drift;
 pub mod history;
@@ -667,13 +668,19 @@ impl Fleet {
     }
 
     /// An operator's pause, resume or promote, for one scope or all; the next tick (run now)
-    /// carries it out.
+    /// carries it out. With a fleet store the decision is stored (and announced to the other
+    /// replicas) by the next flush.
     pub fn rollout_act(
         &self,
         action: rollout::RolloutAction,
         scope: Option<&str>,
+        actor: Option<&str>,
     ) -> Result<Vec<String>, rollout::RolloutError> {
         let scopes = self.rollouts.act(action, scope)?;
+        if let Some(replica_id) = self.persist.replica_id() {
+            let decided = self.rollouts.decided(&scopes, actor, &replica_id);
+            self.persist.mark_rollouts(decided);
+        }
         self.rollout_tick();
         Ok(scopes)
     }
