@@ -39,7 +39,7 @@ async fn migrations_run_on_an_empty_database_and_a_newer_schema_is_refused() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let tables: i64 = db
         .query_one(
             "SELECT count(*) FROM information_schema.tables WHERE table_name IN
