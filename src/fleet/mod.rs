@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod connections;
 pub mod drift;
+pub mod events;
 pub mod history;
 pub mod limits;
 pub mod lineage;
@@ -649,6 +650,29 @@ impl Fleet {
                     moved: rec.state.reported_hash() == Some(&config.hash[..])
                         || rec.state.failed_hash == Some(config.hash),
                     active: rec.connected && !self.is_stale(&rec),
+                    remote: false,
+                });
+            }
+            // Other replicas' agents (a shared store) are shown with the rollout, not counted.
+            for record in self.remote_records() {
+                let rec = lock(&record);
+                let Desired::Config(config) = served.desired(&rec.info) else {
+                    continue;
+                };
+                let Some(place) = rollout::placement(spec, &config.rule, &rec.uid, &rec.info)
+                else {
+                    continue;
+                };
+                let Some((_, observed)) = scopes.get_mut(place.scope) else {
+                    continue;
+                };
+                observed.push(rollout::Observed {
+                    uid: rec.uid,
+                    wave: place.wave,
+                    standing: rollout::standing(&rec.state, &config.hash),
+                    moved: rec.state.reported_hash() == Some(&config.hash[..]),
+                    active: false,
+                    remote: true,
                 });
             }
         }

@@ -6,7 +6,7 @@
 
 use super::record::{AgentRecord, Transport};
 use super::{lock, ActionError, AgentAction, Fleet};
-use crate::audit::AuditLog;
+use crate::audit::{AuditEvent, AuditLog};
 use crate::metrics::Metrics;
 use crate::opamp::agent_caps;
 use crate::opamp::proto::{
@@ -35,6 +35,9 @@ pub const REPLICA_LEASE: Duration = Duration::from_secs(15);
 /// How often a replica heartbeats its row: a third of the lease.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How many of the other replicas' most recent audit events `/api/events` shows.
+pub const REMOTE_EVENTS_SHOWN: usize = 1000;
+
 /// The NOTIFY action that says rollout decisions were stored.
 const ROLLOUT_DECIDED: &str = "rollout";
 
@@ -61,6 +64,8 @@ pub struct Persistence {
     forward: Mutex<Option<mpsc::UnboundedSender<String>>>,
     /// Operator decisions on rollouts not written yet.
     rollouts: Mutex<Vec<StoredRollout>>,
+    /// The recent audit events of the other replicas, oldest first (a shared store).
+    remote_events: RwLock<Arc<Vec<AuditEvent>>>,
 }
 
 impl Default for Persistence {
@@ -78,6 +83,7 @@ impl Default for Persistence {
             remote: RwLock::default(),
             forward: Mutex::default(),
             rollouts: Mutex::default(),
+            remote_events: RwLock::default(),
         }
     }
 }
@@ -275,6 +281,29 @@ impl Fleet {
             .get(uid)
             .cloned();
         remote.or(local)
+    }
+
+    /// The other replicas' recent audit events, oldest first (empty without a shared store).
+    pub fn remote_events(&self) -> Arc<Vec<AuditEvent>> {
+        self.persist
+            .remote_events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The agents other replicas hold that this one does not hold connected.
+    pub fn remote_records(&self) -> Vec<Arc<Mutex<AgentRecord>>> {
+        let remote = self
+            .persist
+            .remote
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        remote
+            .iter()
+            .filter(|(uid, _)| !self.record(uid).is_some_and(|r| lock(&r).connected))
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     /// Every agent shown, this replica's and the others', one record each.
@@ -645,6 +674,31 @@ impl Flusher {
         {
             Ok(remote) => self.fleet.set_remote(remote),
             Err(e) => tracing::debug!(error = %e, "cannot read other replicas' agents"),
+        }
+        match self
+            .store
+            .remote_events(&self.replica.replica_id, REMOTE_EVENTS_SHOWN)
+            .await
+        {
+            Ok(stored) => {
+                let events: Vec<AuditEvent> = stored
+                    .into_iter()
+                    .filter_map(|s| {
+                        Some(AuditEvent {
+                            id: s.id,
+                            at: s.at,
+                            kind: serde_json::from_str(&s.body).ok()?,
+                        })
+                    })
+                    .collect();
+                *self
+                    .fleet
+                    .persist
+                    .remote_events
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = Arc::new(events);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read other replicas' events"),
         }
     }
 

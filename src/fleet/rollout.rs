@@ -150,6 +150,31 @@ pub struct Observed {
     pub moved: bool,
     /// Connected and not stale: it can keep its wave from completing.
     pub active: bool,
+    /// Held by another replica (read from the shared store): shown in the view, never counted
+    /// in this replica's plan, which covers the agents it holds.
+    pub remote: bool,
+}
+
+/// Per-wave tallies of these agents.
+fn tally(observed: &[&Observed], waves: usize) -> Vec<WaveTally> {
+    let last = waves - 1;
+    let mut tallies = vec![WaveTally::default(); waves];
+    for o in observed {
+        let t = &mut tallies[o.wave.min(last)];
+        t.agents += 1;
+        match &o.standing {
+            Standing::Applied => t.applied += 1,
+            Standing::Failed(_) => t.failed += 1,
+            Standing::Moving => t.moving += 1,
+        }
+        if o.moved {
+            t.moved += 1;
+        }
+        if o.active && o.standing != Standing::Applied {
+            t.blocking += 1;
+        }
+    }
+    tallies
 }
 
 /// Per-wave tallies of one scope.
@@ -304,24 +329,10 @@ impl Rollouts {
         runs.retain(|scope, _| scopes.contains_key(scope));
         let mut to_push = Vec::new();
         let mut views = Vec::new();
-        for (scope, (spec, observed)) in scopes {
-            let last = spec.wave_count() - 1;
-            let mut tallies = vec![WaveTally::default(); last + 1];
-            for o in &observed {
-                let t = &mut tallies[o.wave.min(last)];
-                t.agents += 1;
-                match &o.standing {
-                    Standing::Applied => t.applied += 1,
-                    Standing::Failed(_) => t.failed += 1,
-                    Standing::Moving => t.moving += 1,
-                }
-                if o.moved {
-                    t.moved += 1;
-                }
-                if o.active && o.standing != Standing::Applied {
-                    t.blocking += 1;
-                }
-            }
+        for (scope, (spec, all)) in scopes {
+            let shown = tally(&all.iter().collect::<Vec<_>>(), spec.wave_count());
+            let observed: Vec<Observed> = all.iter().filter(|o| !o.remote).cloned().collect();
+            let tallies = tally(&observed.iter().collect::<Vec<_>>(), spec.wave_count());
             let first_seen = !runs.contains_key(&scope);
             let run = runs.entry(scope.clone()).or_insert_with(|| Run {
                 revision: String::new(),
@@ -372,7 +383,7 @@ impl Rollouts {
                 }
             }
             run.pushed = run.admitted;
-            views.push(view(&scope, revision, run, &spec, tallies, &observed));
+            views.push(view(&scope, revision, run, &spec, shown, &all));
         }
         *self.views.write().unwrap_or_else(|e| e.into_inner()) = views;
         to_push
@@ -642,6 +653,7 @@ mod tests {
             standing,
             moved,
             active: true,
+            remote: false,
         }
     }
 

@@ -309,12 +309,16 @@ impl FleetStore {
         }
     }
 
-    /// The most recent `limit` audit events of every replica, oldest first (PostgreSQL; with
-    /// SQLite this server's own log is the whole trail).
-    pub async fn all_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    /// The most recent `limit` audit events the other replicas recorded, oldest first
+    /// (PostgreSQL; with SQLite this server's own log is the whole trail).
+    pub async fn remote_events(
+        &self,
+        me: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         match self {
             FleetStore::Sqlite(_) => Ok(Vec::new()),
-            FleetStore::Postgres(store) => store.all_events(limit).await,
+            FleetStore::Postgres(store) => store.remote_events(me, limit).await,
         }
     }
 

@@ -512,15 +512,19 @@ impl PostgresStore {
             .map_err(|e| io(&self.target, e))
     }
 
-    /// The most recent `limit` audit events of every replica, oldest first.
-    pub async fn all_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    /// The most recent `limit` audit events the replicas other than `me` recorded, oldest first.
+    pub async fn remote_events(
+        &self,
+        me: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut guard = self.client.lock().await;
         let client = self.connected(&mut guard).await?;
         let mut events: Vec<StoredEvent> = client
             .query(
-                "SELECT id, at, body::text FROM events ORDER BY at DESC, replica_id, id DESC
-                 LIMIT $1",
-                &[&(limit as i64)],
+                "SELECT id, at, body::text FROM events WHERE replica_id <> $2
+                 ORDER BY at DESC, replica_id, id DESC LIMIT $1",
+                &[&(limit as i64), &me],
             )
             .await
             .map_err(|e| io(&self.target, e))?
