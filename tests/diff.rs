@@ -585,15 +585,17 @@ fn agents_in_the_first_wave_of_their_rollout_are_the_canary() {
         "rollout:\n  canary: { match: { environment: staging } }\n  waves: [5, 100]\ndefaults:\n",
     );
     publish(&remote, "a staged rollout with a canary on staging");
-    remote
-        .work
-        .edit("fleet.yaml", "timeout: 5s", "timeout: 6s");
+    remote.work.edit("fleet.yaml", "timeout: 5s", "timeout: 6s");
     let report = diff_json(remote.work.path(), &["--base", "origin/main"]);
     // Staging and dev render alike: one group, which holds the canary.
     let shared = group_after(&report, Some("everyone"));
     assert_eq!(shared["count"], 2, "{report:#}");
     assert_eq!(shared["canary"], true, "{report:#}");
-    assert_eq!(group_after(&report, Some("prod"))["canary"], false, "{report:#}");
+    assert_eq!(
+        group_after(&report, Some("prod"))["canary"],
+        false,
+        "{report:#}"
+    );
 
     // Without a canary selector the first wave is the first percentage, by cohort: 100 % holds
     // every agent.

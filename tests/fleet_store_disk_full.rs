@@ -35,7 +35,9 @@ impl SmallFilesystem {
             .arg(&path)
             .status()
             .ok()?;
-        status.success().then_some(SmallFilesystem { _dir: dir, path })
+        status
+            .success()
+            .then_some(SmallFilesystem { _dir: dir, path })
     }
 }
 

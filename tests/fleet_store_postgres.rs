@@ -381,16 +381,22 @@ async fn events_rollouts_and_attribute_sets_of_one_replica_show_the_other_replic
     // B's agent (its attribute set, its place in the rollout, its events) shows on A.
     eventually(Duration::from_secs(20), "both attribute sets on A", || {
         let sets = api(a.admin_addr, "/api/attribute-sets");
-        let dev = sets["sets"].as_array().unwrap().iter().any(|s| {
-            s["identifying"]["environment"] == "dev" && s["count"] == 1
-        });
+        let dev = sets["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["identifying"]["environment"] == "dev" && s["count"] == 1);
         (sets["total"] == 2 && dev).then_some(())
     })
     .await;
-    eventually(Duration::from_secs(20), "both agents in A's rollout", || {
-        let r = &api(a.admin_addr, "/api/rollout")["rollouts"][0];
-        (r["applied"] == 2).then_some(())
-    })
+    eventually(
+        Duration::from_secs(20),
+        "both agents in A's rollout",
+        || {
+            let r = &api(a.admin_addr, "/api/rollout")["rollouts"][0];
+            (r["applied"] == 2).then_some(())
+        },
+    )
     .await;
     eventually(Duration::from_secs(20), "B's events on A", || {
         let page = api(a.admin_addr, &format!("/api/events?agent={uid_b}"));

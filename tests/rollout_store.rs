@@ -127,7 +127,11 @@ async fn a_pause_survives_a_killed_server_and_held_agents_get_nothing_after_the_
         let mut again = WsAgent::connect(second.opamp, ws.id.clone()).await;
         let msg = again.id.heartbeat();
         let reply = again.exchange(msg).await;
-        assert_eq!(reply.flags & FLAG_REPORT_FULL_STATE, 0, "a continuing agent");
+        assert_eq!(
+            reply.flags & FLAG_REPORT_FULL_STATE,
+            0,
+            "a continuing agent"
+        );
         assert!(reply.remote_config.is_none(), "held: nothing pushed");
         *ws = again;
     }
@@ -195,7 +199,10 @@ async fn a_pause_sent_to_one_replica_stops_admissions_on_the_other() {
     // Arrange: a new revision; the first wave moves on both replicas, which then soak.
     repo.edit("fleet.yaml", "timeout: 5s", "timeout: 6s");
     let v2 = expected_hash(&repo, DEV);
-    assert!(a.reload().await && b.reload().await, "both replicas compile it");
+    assert!(
+        a.reload().await && b.reload().await,
+        "both replicas compile it"
+    );
     for ws in [&mut first_on_a, &mut first_on_b] {
         assert_eq!(config_hash(&ws.recv().await), Some(v2.clone()), "wave 1");
         let msg = ws.id.report(&v2, Applied, "");
@@ -220,7 +227,10 @@ async fn a_pause_sent_to_one_replica_stops_admissions_on_the_other() {
     repo.edit("fleet.yaml", "soak: 1h", "soak: 0s");
     repo.edit("fleet.yaml", "timeout: 6s", "timeout: 7s");
     let v3 = expected_hash(&repo, DEV);
-    assert!(a.reload().await && b.reload().await, "both replicas compile it");
+    assert!(
+        a.reload().await && b.reload().await,
+        "both replicas compile it"
+    );
     eventually(DEADLINE, "B holds the new revision", || {
         let r = rollout(b.admin_addr);
         (r["state"] == "paused" && r["waiting"] == 2).then_some(())

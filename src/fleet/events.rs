@@ -18,8 +18,9 @@ impl Fleet {
             ..query.clone()
         });
         let theirs: Vec<&AuditEvent> = remote.iter().rev().filter(|e| matches(e, query)).collect();
-        let mut merged: Vec<&AuditEvent> = own.events.iter().chain(theirs.iter().copied()).collect();
-        merged.sort_by(|a, b| b.at.cmp(&a.at));
+        let mut merged: Vec<&AuditEvent> =
+            own.events.iter().chain(theirs.iter().copied()).collect();
+        merged.sort_by_key(|e| std::cmp::Reverse(e.at));
         EventPage {
             total: own.total + theirs.len(),
             events: merged

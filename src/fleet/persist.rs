@@ -770,7 +770,8 @@ impl Flusher {
             }
         }
         let events = self.audit.take_unsaved();
-        let rollouts = std::mem::take(&mut *persist.rollouts.lock().unwrap_or_else(|e| e.into_inner()));
+        let rollouts =
+            std::mem::take(&mut *persist.rollouts.lock().unwrap_or_else(|e| e.into_inner()));
         let batch = Batch {
             agents,
             forgotten: forgotten.iter().map(|u| *u.as_bytes()).collect(),

@@ -284,8 +284,12 @@ fn adopt(run: &mut Run, decision: &StoredRollout) {
         run.forgiven.extend(failed);
         run.resumes = decision.resumes;
     }
-    run.forgiven
-        .extend(decision.forgiven.iter().filter_map(|u| u.parse::<InstanceUid>().ok()));
+    run.forgiven.extend(
+        decision
+            .forgiven
+            .iter()
+            .filter_map(|u| u.parse::<InstanceUid>().ok()),
+    );
     if decision.admitted as usize > run.pushed {
         run.complete_since = None;
     }
@@ -783,6 +787,45 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(v.state, RolloutState::Frozen);
+    }
+
+    fn decision(paused: bool, admitted: u32, at_ms: u64) -> StoredRollout {
+        StoredRollout {
+            revision: "rev".into(),
+            scope: "fleet".into(),
+            paused,
+            admitted,
+            resumes: 0,
+            forgiven: Vec::new(),
+            actor: None,
+            replica_id: "other".into(),
+            at: std::time::UNIX_EPOCH + Duration::from_millis(at_ms),
+        }
+    }
+
+    #[test]
+    fn stored_decisions_are_adopted_at_start_and_an_older_one_never_undoes_a_newer() {
+        let s = spec("{ waves: [50, 100] }");
+        let held = || vec![agent(1, 1, Standing::Moving), agent(2, 2, Standing::Moving)];
+        // A restarted replica adopts the stored pause before its first tick.
+        let r = Rollouts::default();
+        r.adopt(vec![decision(true, 0, 1_000)]);
+        let (v, pushed) = tick(&r, &s, held(), Instant::now());
+        assert_eq!(v.state, RolloutState::Paused);
+        assert!(pushed.is_empty());
+        // Another replica's promote (a newer decision) admits the first cohort wave (waves
+        // 0..2: the empty canary slot and wave 1).
+        r.adopt(vec![decision(true, 2, 2_000)]);
+        let (v, pushed) = tick(&r, &s, held(), Instant::now());
+        assert_eq!(v.admitted, 1);
+        assert_eq!(pushed, vec![InstanceUid::from_bytes([1; 16])]);
+        // This replica resumes; reading the older stored pause back changes nothing.
+        r.act(RolloutAction::Resume, None).unwrap();
+        let mine = r.decided(&["fleet".into()], Some("alice"), "me");
+        assert!(!mine[0].paused && mine[0].resumes == 1);
+        r.adopt(vec![decision(true, 2, 2_000)]);
+        let (v, _) = tick(&r, &s, held(), Instant::now());
+        assert_ne!(v.state, RolloutState::Paused);
     }
 
     #[test]

@@ -507,9 +507,7 @@ impl PostgresStore {
     pub async fn rollouts(&self) -> Result<Vec<StoredRollout>, StoreError> {
         let mut guard = self.client.lock().await;
         let client = self.connected(&mut guard).await?;
-        load_rollouts(client)
-            .await
-            .map_err(|e| io(&self.target, e))
+        load_rollouts(client).await.map_err(|e| io(&self.target, e))
     }
 
     /// The most recent `limit` audit events the replicas other than `me` recorded, oldest first.

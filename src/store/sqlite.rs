@@ -478,6 +478,17 @@ mod tests {
     async fn what_is_written_is_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.db");
+        let paused = StoredRollout {
+            revision: "abc".into(),
+            scope: "fleet".into(),
+            paused: true,
+            admitted: 1,
+            resumes: 2,
+            forgiven: vec!["0101".into()],
+            actor: Some("alice".into()),
+            replica_id: "r".into(),
+            at: from_millis(7_000),
+        };
         {
             let store = SqliteStore::open(&path).unwrap();
             let batch = Batch {
@@ -488,13 +499,16 @@ mod tests {
                     at: from_millis(5_000),
                     body: "{}".into(),
                 }],
+                rollouts: vec![paused.clone()],
                 replica: None,
+                heartbeat: false,
             };
             store.write(batch).await.unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
         let loaded = store.load().await.unwrap();
         assert_eq!(loaded.agents, vec![agent(1)]);
+        assert_eq!(loaded.rollouts, vec![paused]);
         assert_eq!(loaded.events.len(), 0, "older than the age bound");
         assert_eq!(
             schema_version(&path).unwrap(),
