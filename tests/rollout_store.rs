@@ -231,9 +231,10 @@ async fn a_pause_sent_to_one_replica_stops_admissions_on_the_other() {
         a.reload().await && b.reload().await,
         "both replicas compile it"
     );
+    // B's view counts A's agent too (read from the store): all three held.
     eventually(DEADLINE, "B holds the new revision", || {
         let r = rollout(b.admin_addr);
-        (r["state"] == "paused" && r["waiting"] == 2).then_some(())
+        (r["state"] == "paused" && r["waiting"] == 3).then_some(())
     })
     .await;
     for ws in [&mut first_on_b, &mut second_on_b] {
