@@ -577,6 +577,40 @@ fn json_has_the_documented_shape() {
 }
 
 #[test]
+fn agents_in_the_first_wave_of_their_rollout_are_the_canary() {
+    let remote = fixture();
+    remote.work.edit(
+        "fleet.yaml",
+        "defaults:\n",
+        "rollout:\n  canary: { match: { environment: staging } }\n  waves: [5, 100]\ndefaults:\n",
+    );
+    publish(&remote, "a staged rollout with a canary on staging");
+    remote.work.edit("fleet.yaml", "timeout: 5s", "timeout: 6s");
+    let report = diff_json(remote.work.path(), &["--base", "origin/main"]);
+    // Staging and dev render alike: one group, which holds the canary.
+    let shared = group_after(&report, Some("everyone"));
+    assert_eq!(shared["count"], 2, "{report:#}");
+    assert_eq!(shared["canary"], true, "{report:#}");
+    assert_eq!(
+        group_after(&report, Some("prod"))["canary"],
+        false,
+        "{report:#}"
+    );
+
+    // Without a canary selector the first wave is the first percentage, by cohort: 100 % holds
+    // every agent.
+    remote.work.edit(
+        "fleet.yaml",
+        "  canary: { match: { environment: staging } }\n  waves: [5, 100]\n",
+        "  waves: [100]\n",
+    );
+    let report = diff_json(remote.work.path(), &["--base", "origin/main"]);
+    for group in groups(&report) {
+        assert_eq!(group["canary"], true, "{group:#}");
+    }
+}
+
+#[test]
 fn the_markdown_of_a_large_change_is_cut_with_a_note() {
     let remote = fixture();
     let work = &remote.work;

@@ -39,7 +39,7 @@ async fn migrations_run_on_an_empty_database_and_a_newer_schema_is_refused() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let tables: i64 = db
         .query_one(
             "SELECT count(*) FROM information_schema.tables WHERE table_name IN
@@ -351,4 +351,128 @@ async fn two_replicas_share_the_fleet_forward_actions_and_a_dead_one_lapses() {
     assert!(reply.remote_config.is_none(), "nothing re-sent");
     assert_eq!(a.metrics.config_pushes.get(), pushes);
     a.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_rollouts_and_attribute_sets_of_one_replica_show_the_other_replicas_agents() {
+    let url = postgres::database().await;
+    let repo = TestRepo::new();
+    repo.write(
+        "fleet.yaml",
+        &format!("{}rollout:\n  waves: [100]\n", common::repo::FLEET),
+    );
+    let mut a_options = options(&repo, &url);
+    a_options.fleet_store.replica_id = Some("replica-a".into());
+    let mut b_options = options(&repo, &url);
+    b_options.fleet_store.replica_id = Some("replica-b".into());
+    let a = start_with(a_options).await;
+    let b = start_with(b_options).await;
+    let mut agents = Vec::new();
+    for (server, attrs) in [(&a, PROD), (&b, &[("environment", "dev")][..])] {
+        let mut ws = WsAgent::connect(server.opamp_addr, Identity::new(attrs)).await;
+        let msg = ws.id.full_state(&[], Unset);
+        let hash = config_hash(&ws.exchange(msg).await).expect("a config");
+        let msg = ws.id.report(&hash, Applied, "");
+        ws.exchange(msg).await;
+        agents.push(ws);
+    }
+    let uid_b = agents[1].id.uid_string();
+
+    // B's agent (its attribute set, its place in the rollout, its events) shows on A.
+    eventually(Duration::from_secs(20), "both attribute sets on A", || {
+        let sets = api(a.admin_addr, "/api/attribute-sets");
+        let dev = sets["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["identifying"]["environment"] == "dev" && s["count"] == 1);
+        (sets["total"] == 2 && dev).then_some(())
+    })
+    .await;
+    eventually(
+        Duration::from_secs(20),
+        "both agents in A's rollout",
+        || {
+            let r = &api(a.admin_addr, "/api/rollout")["rollouts"][0];
+            (r["applied"] == 2).then_some(())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(20), "B's events on A", || {
+        let page = api(a.admin_addr, &format!("/api/events?agent={uid_b}"));
+        let kinds: Vec<&str> = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["kind"].as_str())
+            .collect();
+        (kinds.contains(&"config_sent") && page["total"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    let own = api(b.admin_addr, &format!("/api/events?agent={uid_b}"));
+    assert!(own["total"].as_u64().unwrap() >= 1, "{own}");
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_while_postgres_is_down_serves_agents_and_catches_up_when_it_returns() {
+    let cluster = postgres::PrivateCluster::start();
+    cluster.pause();
+    let repo = TestRepo::new();
+
+    // Act: the server starts without its database; agents converge from git.
+    let server = start_with(options(&repo, &cluster.url)).await;
+    let summary = api(server.admin_addr, "/api/summary");
+    assert_eq!(summary["store"]["backend"], "postgres", "{summary}");
+    assert_eq!(summary["store"]["ok"], false, "{summary}");
+    assert!(summary["store"]["last_error"].is_string(), "{summary}");
+    assert!(server.metrics.store_errors.get() > 0);
+    let mut agents = Vec::new();
+    let mut hash = Vec::new();
+    for _ in 0..2 {
+        let mut ws = WsAgent::connect(server.opamp_addr, Identity::new(PROD)).await;
+        let msg = ws.id.full_state(&[], Unset);
+        hash = config_hash(&ws.exchange(msg).await).expect("served from git");
+        let msg = ws.id.report(&hash, Applied, "");
+        ws.exchange(msg).await;
+        agents.push(ws);
+    }
+    for ws in &agents {
+        let a = common::server::agent(&server, &ws.id.uid_string()).unwrap();
+        assert_eq!(a.status.as_str(), "applied");
+    }
+
+    // Assert: PostgreSQL back, the store is migrated and holds the agents' statuses.
+    cluster.resume();
+    eventually(Duration::from_secs(30), "the store ok", || {
+        server.fleet.store_status().ok.then_some(())
+    })
+    .await;
+    let db = postgres::connect(&cluster.url).await;
+    let version: i32 = db
+        .query_one("SELECT version FROM opamp_gitops_schema", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, 2, "migrated once it answered");
+    let mut stored = 0;
+    for _ in 0..100 {
+        stored = db
+            .query(
+                "SELECT 1 FROM agents WHERE reported_hash = $1 AND remote_config_status = 'applied'",
+                &[&hex::encode(&hash)],
+            )
+            .await
+            .unwrap()
+            .len();
+        if stored == agents.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stored, agents.len(), "every agent's status caught up");
+    let summary = api(server.admin_addr, "/api/summary");
+    assert_eq!(summary["store"]["ok"], true, "{summary}");
+    server.shutdown(Duration::from_secs(5)).await;
 }

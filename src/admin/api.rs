@@ -411,7 +411,7 @@ pub async fn events(State(state): State<AdminState>, RawQuery(raw): RawQuery) ->
             _ => {}
         }
     }
-    Json(state.audit.page(&query)).into_response()
+    Json(state.fleet.event_page(&state.audit, &query)).into_response()
 }
 
 async fn act(

@@ -106,7 +106,10 @@ fn act(
             }
         }
     }
-    let scopes = match state.fleet.rollout_act(action, scope.as_deref()) {
+    let scopes = match state
+        .fleet
+        .rollout_act(action, scope.as_deref(), Some(&token))
+    {
         Ok(scopes) => scopes,
         Err(e @ (RolloutError::UnknownScope(_) | RolloutError::NoRollout)) => {
             return ApiError::not_found(e.to_string()).into_response()

@@ -2,8 +2,10 @@
 //! decides what each agent is sent. Level-triggered: at every message and every new revision,
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
+pub mod attach;
 pub mod connections;
 pub mod drift;
+pub mod events;
 pub mod history;
 pub mod limits;
 pub mod lineage;
@@ -694,6 +696,29 @@ impl Fleet {
                     moved: rec.state.reported_hash() == Some(&config.hash[..])
                         || rec.state.failed_hash == Some(config.hash),
                     active: rec.connected && !self.is_stale(&rec),
+                    remote: false,
+                });
+            }
+            // Other replicas' agents (a shared store) are shown with the rollout, not counted.
+            for record in self.remote_records() {
+                let rec = lock(&record);
+                let Desired::Config(config) = served.desired(&rec.info) else {
+                    continue;
+                };
+                let Some(place) = rollout::placement(spec, &config.rule, &rec.uid, &rec.info)
+                else {
+                    continue;
+                };
+                let Some((_, observed)) = scopes.get_mut(place.scope) else {
+                    continue;
+                };
+                observed.push(rollout::Observed {
+                    uid: rec.uid,
+                    wave: place.wave,
+                    standing: rollout::standing(&rec.state, &config.hash),
+                    moved: rec.state.reported_hash() == Some(&config.hash[..]),
+                    active: false,
+                    remote: true,
                 });
             }
         }
@@ -713,13 +738,19 @@ impl Fleet {
     }
 
     /// An operator's pause, resume or promote, for one scope or all; the next tick (run now)
-    /// carries it out.
+    /// carries it out. With a fleet store the decision is stored (and announced to the other
+    /// replicas) by the next flush.
     pub fn rollout_act(
         &self,
         action: rollout::RolloutAction,
         scope: Option<&str>,
+        actor: Option<&str>,
     ) -> Result<Vec<String>, rollout::RolloutError> {
         let scopes = self.rollouts.act(action, scope)?;
+        if let Some(replica_id) = self.persist.replica_id() {
+            let decided = self.rollouts.decided(&scopes, actor, &replica_id);
+            self.persist.mark_rollouts(decided);
+        }
         self.rollout_tick();
         Ok(scopes)
     }

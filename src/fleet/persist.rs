@@ -6,7 +6,7 @@
 
 use super::record::{AgentRecord, Transport};
 use super::{lock, ActionError, AgentAction, Fleet};
-use crate::audit::AuditLog;
+use crate::audit::{AuditEvent, AuditLog};
 use crate::metrics::Metrics;
 use crate::opamp::agent_caps;
 use crate::opamp::proto::{
@@ -16,7 +16,7 @@ use crate::opamp::proto::{
 use crate::opamp::uid::InstanceUid;
 use crate::repo::hash::config_hash;
 use crate::repo::Desired;
-use crate::store::{Batch, FleetStore, ReplicaBeat, StoredAgent};
+use crate::store::{Batch, FleetStore, ReplicaBeat, StoredAgent, StoredRollout};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,6 +31,15 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Another replica's agents show disconnected once its heartbeat is older than this.
 pub const REPLICA_LEASE: Duration = Duration::from_secs(15);
+
+/// How often a replica heartbeats its row: a third of the lease.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How many of the other replicas' most recent audit events `/api/events` shows.
+pub const REMOTE_EVENTS_SHOWN: usize = 1000;
+
+/// The NOTIFY action that says rollout decisions were stored.
+const ROLLOUT_DECIDED: &str = "rollout";
 
 /// Agents held by other replicas, as read from the shared store.
 type Remote = HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>;
@@ -53,6 +62,10 @@ pub struct Persistence {
     remote: RwLock<Remote>,
     /// Where actions for another replica's agents go (the relay NOTIFYs them).
     forward: Mutex<Option<mpsc::UnboundedSender<String>>>,
+    /// Operator decisions on rollouts not written yet.
+    rollouts: Mutex<Vec<StoredRollout>>,
+    /// The recent audit events of the other replicas, oldest first (a shared store).
+    remote_events: RwLock<Arc<Vec<AuditEvent>>>,
 }
 
 impl Default for Persistence {
@@ -69,6 +82,8 @@ impl Default for Persistence {
             replica_id: Mutex::default(),
             remote: RwLock::default(),
             forward: Mutex::default(),
+            rollouts: Mutex::default(),
+            remote_events: RwLock::default(),
         }
     }
 }
@@ -96,6 +111,29 @@ impl Persistence {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(uid);
         }
+    }
+
+    /// Operator decisions on rollouts: the next flush writes them and announces them to the
+    /// other replicas.
+    pub fn mark_rollouts(&self, decided: Vec<StoredRollout>) {
+        if self.enabled.load(Ordering::Relaxed) {
+            self.rollouts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(decided);
+        }
+    }
+
+    /// A failed write's decisions go back, behind any newer one for the same revision and scope.
+    fn put_back_rollouts(&self, failed: Vec<StoredRollout>) {
+        let mut pending = self.rollouts.lock().unwrap_or_else(|e| e.into_inner());
+        let newer: Vec<StoredRollout> = std::mem::take(&mut *pending);
+        pending.extend(failed.into_iter().filter(|f| {
+            !newer
+                .iter()
+                .any(|n| n.revision == f.revision && n.scope == f.scope)
+        }));
+        pending.extend(newer);
     }
 
     fn take(set: &Mutex<HashSet<InstanceUid>>) -> HashSet<InstanceUid> {
@@ -141,6 +179,26 @@ impl Fleet {
     /// The name this server writes its agents under (with a store).
     pub fn replica_id(&self) -> Option<String> {
         self.persist.replica_id()
+    }
+
+    /// Marks changes for the store from now on, before it is open (it may open late).
+    pub fn persist_from_start(&self, backend: &'static str, replica_id: &str) {
+        *self
+            .persist
+            .replica_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(replica_id.to_owned());
+        self.persist
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .backend = backend;
+        self.persist.enabled.store(true, Ordering::Relaxed);
+    }
+
+    /// The store could not be opened: `/api/summary` shows it degraded.
+    pub fn store_unavailable(&self, error: &str) {
+        self.persist.set_outcome(Some(error.to_owned()));
     }
 
     /// Starts marking changes for `store` and puts the agents it holds in the registry
@@ -223,6 +281,29 @@ impl Fleet {
             .get(uid)
             .cloned();
         remote.or(local)
+    }
+
+    /// The other replicas' recent audit events, oldest first (empty without a shared store).
+    pub fn remote_events(&self) -> Arc<Vec<AuditEvent>> {
+        self.persist
+            .remote_events
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The agents other replicas hold that this one does not hold connected.
+    pub fn remote_records(&self) -> Vec<Arc<Mutex<AgentRecord>>> {
+        let remote = self
+            .persist
+            .remote
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        remote
+            .iter()
+            .filter(|(uid, _)| !self.record(uid).is_some_and(|r| lock(&r).connected))
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 
     /// Every agent shown, this replica's and the others', one record each.
@@ -519,10 +600,26 @@ pub async fn relay(fleet: Arc<Fleet>, store: Arc<FleetStore>, shutdown: Cancella
                     incoming = None;
                     continue;
                 };
+                if is_rollout_decision(&payload, &me) {
+                    match store.rollouts().await {
+                        Ok(decisions) => {
+                            fleet.rollouts.adopt(decisions);
+                            fleet.rollout_tick();
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot read the rollout decisions another replica announced"),
+                    }
+                    continue;
+                }
                 carry_out(&fleet, &me, &payload);
             }
         }
     }
+}
+
+/// Another replica stored rollout decisions.
+fn is_rollout_decision(payload: &str, me: &str) -> bool {
+    serde_json::from_str::<ForwardedAction>(payload)
+        .is_ok_and(|f| f.action == ROLLOUT_DECIDED && f.replica != me)
 }
 
 /// A forwarded action: carried out when it names this replica.
@@ -559,6 +656,9 @@ pub struct Flusher {
     pub metrics: Arc<Metrics>,
     pub interval: Duration,
     pub replica: ReplicaBeat,
+    /// Added to the audit log's ids when written: past the stored ones when the store opened
+    /// only after events were recorded (a start while it was down).
+    pub event_ids_from: u64,
 }
 
 impl Flusher {
@@ -575,6 +675,49 @@ impl Flusher {
             Ok(remote) => self.fleet.set_remote(remote),
             Err(e) => tracing::debug!(error = %e, "cannot read other replicas' agents"),
         }
+        match self
+            .store
+            .remote_events(&self.replica.replica_id, REMOTE_EVENTS_SHOWN)
+            .await
+        {
+            Ok(stored) => {
+                let events: Vec<AuditEvent> = stored
+                    .into_iter()
+                    .filter_map(|s| {
+                        Some(AuditEvent {
+                            id: s.id,
+                            at: s.at,
+                            kind: serde_json::from_str(&s.body).ok()?,
+                        })
+                    })
+                    .collect();
+                *self
+                    .fleet
+                    .persist
+                    .remote_events
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = Arc::new(events);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot read other replicas' events"),
+        }
+    }
+
+    /// Tells the other replicas that rollout decisions were stored (they read them back).
+    async fn announce_rollouts(&self) {
+        let Some(shared) = self.store.shared() else {
+            return;
+        };
+        let payload = ForwardedAction {
+            action: ROLLOUT_DECIDED.into(),
+            uid: String::new(),
+            replica: self.replica.replica_id.clone(),
+        };
+        if let Err(e) = shared
+            .notify(&serde_json::to_string(&payload).unwrap_or_default())
+            .await
+        {
+            tracing::warn!(error = %e, "could not announce a rollout decision: other replicas read it at their start");
+        }
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
@@ -587,6 +730,30 @@ impl Flusher {
             }
         }
         self.flush().await;
+    }
+
+    /// This replica's heartbeat, on its own timer so that a long flush interval or a slow flush
+    /// does not let its lease lapse. A failed beat is retried at the next one; the flush
+    /// reports the outage.
+    pub async fn beat(store: Arc<FleetStore>, replica: ReplicaBeat, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let batch = Batch {
+                replica: Some(replica.clone()),
+                heartbeat: true,
+                ..Batch::default()
+            };
+            match tokio::time::timeout(HEARTBEAT_INTERVAL, store.write(batch)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "replica heartbeat not written"),
+                Err(_) => tracing::debug!("replica heartbeat timed out"),
+            }
+        }
     }
 
     /// One batch: the dirty agents' snapshots, the forgotten ones, new audit events and the
@@ -603,11 +770,22 @@ impl Flusher {
             }
         }
         let events = self.audit.take_unsaved();
+        let rollouts =
+            std::mem::take(&mut *persist.rollouts.lock().unwrap_or_else(|e| e.into_inner()));
         let batch = Batch {
             agents,
             forgotten: forgotten.iter().map(|u| *u.as_bytes()).collect(),
-            events: events.iter().map(AuditLog::stored).collect(),
+            events: events
+                .iter()
+                .map(|e| {
+                    let mut stored = AuditLog::stored(e);
+                    stored.id += self.event_ids_from;
+                    stored
+                })
+                .collect(),
+            rollouts: rollouts.clone(),
             replica: Some(self.replica.clone()),
+            heartbeat: false,
         };
         let with_history: Vec<InstanceUid> = batch
             .agents
@@ -630,6 +808,9 @@ impl Flusher {
                         "fleet store available again: caught up"
                     );
                 }
+                if !rollouts.is_empty() {
+                    self.announce_rollouts().await;
+                }
                 self.read_remote().await;
                 true
             }
@@ -643,6 +824,7 @@ impl Flusher {
                 Persistence::put_back(&persist.dirty, dirty);
                 Persistence::put_back(&persist.forgotten, forgotten);
                 self.audit.requeue(events);
+                persist.put_back_rollouts(rollouts);
                 if persist.set_outcome(Some(error.clone())) {
                     tracing::error!(backend = self.store.backend(), %error, "fleet store unavailable: agents are served from memory, writes are retried every flush");
                 }

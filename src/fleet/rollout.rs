@@ -1,8 +1,10 @@
 //! Staged rollouts at run time: which waves of each scope are admitted under the current
 //! revision, and when the next one is. Level-triggered: a periodic tick tallies what the agents
 //! report per scope and wave, and moves each scope's plan on (soak, `max_failed`, pauses,
-//! freeze windows). Nothing is stored: at start, or with a new revision, the admitted waves are
-//! recomputed from the agents' reports. Per message, admission is a cohort comparison against
+//! freeze windows). At start, or with a new revision, the admitted waves are recomputed from the
+//! agents' reports; only the operator's decisions (pause, resume, promote) are kept, in the
+//! fleet store when there is one, and adopted again at start or when another replica announces
+//! one. Per message, admission is a cohort comparison against
 //! the admitted wave count that the tick keeps; the tick is the only pass over the fleet.
 
 use crate::opamp::agent_caps;
@@ -11,6 +13,7 @@ use crate::opamp::uid::InstanceUid;
 use crate::repo::fleet::FleetSpec;
 use crate::repo::rollout::RolloutSpec;
 use crate::repo::AgentInfo;
+use crate::store::StoredRollout;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -147,6 +150,31 @@ pub struct Observed {
     pub moved: bool,
     /// Connected and not stale: it can keep its wave from completing.
     pub active: bool,
+    /// Held by another replica (read from the shared store): shown in the view, never counted
+    /// in this replica's plan, which covers the agents it holds.
+    pub remote: bool,
+}
+
+/// Per-wave tallies of these agents.
+fn tally(observed: &[&Observed], waves: usize) -> Vec<WaveTally> {
+    let last = waves - 1;
+    let mut tallies = vec![WaveTally::default(); waves];
+    for o in observed {
+        let t = &mut tallies[o.wave.min(last)];
+        t.agents += 1;
+        match &o.standing {
+            Standing::Applied => t.applied += 1,
+            Standing::Failed(_) => t.failed += 1,
+            Standing::Moving => t.moving += 1,
+        }
+        if o.moved {
+            t.moved += 1;
+        }
+        if o.active && o.standing != Standing::Applied {
+            t.blocking += 1;
+        }
+    }
+    tallies
 }
 
 /// Per-wave tallies of one scope.
@@ -179,6 +207,8 @@ struct Run {
     /// Whether an admitted wave had agents (an empty prefix needs no soak).
     soak_needed: bool,
     operator_paused: bool,
+    /// The resumes seen so far (a stored decision with more forgives this replica's failures).
+    resumes: u32,
     /// Agents whose failures an operator's resume forgave.
     forgiven: HashSet<InstanceUid>,
     /// The failures counted by the last tick (what a resume forgives).
@@ -236,11 +266,33 @@ pub enum RolloutError {
     Conflict(String),
 }
 
-/// Every scope's run, kept per replica in memory.
+/// Every scope's run, kept per replica in memory, and the operator's decisions by revision and
+/// scope (lock order: `runs`, then `decisions`).
 #[derive(Default)]
 pub struct Rollouts {
     runs: RwLock<HashMap<String, Run>>,
     views: RwLock<Vec<RolloutView>>,
+    decisions: RwLock<HashMap<(String, String), StoredRollout>>,
+}
+
+/// A run takes on a stored decision of its revision and scope.
+fn adopt(run: &mut Run, decision: &StoredRollout) {
+    run.operator_paused = decision.paused;
+    run.admitted = run.admitted.max(decision.admitted as usize);
+    if decision.resumes > run.resumes {
+        let failed = std::mem::take(&mut run.failed_now);
+        run.forgiven.extend(failed);
+        run.resumes = decision.resumes;
+    }
+    run.forgiven.extend(
+        decision
+            .forgiven
+            .iter()
+            .filter_map(|u| u.parse::<InstanceUid>().ok()),
+    );
+    if decision.admitted as usize > run.pushed {
+        run.complete_since = None;
+    }
 }
 
 /// The failures shown and counted at most per scope.
@@ -277,27 +329,15 @@ impl Rollouts {
         wall: chrono::DateTime<chrono::Utc>,
     ) -> Vec<InstanceUid> {
         let mut runs = self.runs.write().unwrap_or_else(|e| e.into_inner());
+        let decisions = self.decisions.read().unwrap_or_else(|e| e.into_inner());
         runs.retain(|scope, _| scopes.contains_key(scope));
         let mut to_push = Vec::new();
         let mut views = Vec::new();
-        for (scope, (spec, observed)) in scopes {
-            let last = spec.wave_count() - 1;
-            let mut tallies = vec![WaveTally::default(); last + 1];
-            for o in &observed {
-                let t = &mut tallies[o.wave.min(last)];
-                t.agents += 1;
-                match &o.standing {
-                    Standing::Applied => t.applied += 1,
-                    Standing::Failed(_) => t.failed += 1,
-                    Standing::Moving => t.moving += 1,
-                }
-                if o.moved {
-                    t.moved += 1;
-                }
-                if o.active && o.standing != Standing::Applied {
-                    t.blocking += 1;
-                }
-            }
+        for (scope, (spec, all)) in scopes {
+            let shown = tally(&all.iter().collect::<Vec<_>>(), spec.wave_count());
+            let observed: Vec<Observed> = all.iter().filter(|o| !o.remote).cloned().collect();
+            let tallies = tally(&observed.iter().collect::<Vec<_>>(), spec.wave_count());
+            let first_seen = !runs.contains_key(&scope);
             let run = runs.entry(scope.clone()).or_insert_with(|| Run {
                 revision: String::new(),
                 admitted: 0,
@@ -306,6 +346,7 @@ impl Rollouts {
                 complete_since: None,
                 soak_needed: false,
                 operator_paused: false,
+                resumes: 0,
                 forgiven: HashSet::new(),
                 failed_now: Vec::new(),
                 state: RolloutState::None,
@@ -316,6 +357,20 @@ impl Rollouts {
                     operator_paused: run.operator_paused,
                     ..resumed_run(revision, &tallies)
                 };
+                match decisions.get(&(revision.to_owned(), scope.clone())) {
+                    Some(decision) => adopt(run, decision),
+                    // A pause outlives its revision: after a start, the scope's latest one.
+                    None if first_seen => {
+                        if let Some(latest) = decisions
+                            .values()
+                            .filter(|d| d.scope == scope)
+                            .max_by_key(|d| d.at)
+                        {
+                            run.operator_paused = latest.paused;
+                        }
+                    }
+                    None => {}
+                }
             }
             run.waves = tallies.len();
             let before = run.pushed;
@@ -332,7 +387,7 @@ impl Rollouts {
                 }
             }
             run.pushed = run.admitted;
-            views.push(view(&scope, revision, run, &spec, tallies, &observed));
+            views.push(view(&scope, revision, run, &spec, shown, &all));
         }
         *self.views.write().unwrap_or_else(|e| e.into_inner()) = views;
         to_push
@@ -360,6 +415,7 @@ impl Rollouts {
                 RolloutAction::Pause => run.operator_paused = true,
                 RolloutAction::Resume => {
                     run.operator_paused = false;
+                    run.resumes += 1;
                     let failed = std::mem::take(&mut run.failed_now);
                     run.forgiven.extend(failed);
                 }
@@ -378,6 +434,65 @@ impl Rollouts {
             }
         }
         Ok(names)
+    }
+}
+
+impl Rollouts {
+    /// The decisions the runs of `scopes` now stand for, remembered as this replica's latest
+    /// (to be stored and announced).
+    pub fn decided(
+        &self,
+        scopes: &[String],
+        actor: Option<&str>,
+        replica_id: &str,
+    ) -> Vec<StoredRollout> {
+        let runs = self.runs.read().unwrap_or_else(|e| e.into_inner());
+        let mut decisions = self.decisions.write().unwrap_or_else(|e| e.into_inner());
+        let at = std::time::SystemTime::now();
+        let mut out = Vec::new();
+        for scope in scopes {
+            let Some(run) = runs.get(scope) else {
+                continue;
+            };
+            let mut forgiven: Vec<String> = run.forgiven.iter().map(|u| u.to_string()).collect();
+            forgiven.sort();
+            let decision = StoredRollout {
+                revision: run.revision.clone(),
+                scope: scope.clone(),
+                paused: run.operator_paused,
+                admitted: run.admitted as u32,
+                resumes: run.resumes,
+                forgiven,
+                actor: actor.map(str::to_owned),
+                replica_id: replica_id.to_owned(),
+                at,
+            };
+            decisions.insert((run.revision.clone(), scope.clone()), decision.clone());
+            out.push(decision);
+        }
+        out
+    }
+
+    /// Takes on stored decisions (oldest first): at start, or when another replica announced
+    /// one. A decision older than the one this replica holds for its revision and scope is
+    /// ignored (it may not have been written yet).
+    pub fn adopt(&self, stored: Vec<StoredRollout>) {
+        let mut runs = self.runs.write().unwrap_or_else(|e| e.into_inner());
+        let mut decisions = self.decisions.write().unwrap_or_else(|e| e.into_inner());
+        for decision in stored {
+            let key = (decision.revision.clone(), decision.scope.clone());
+            if decisions.get(&key).is_some_and(|d| d.at > decision.at) {
+                continue;
+            }
+            if let Some(run) = runs.get_mut(&decision.scope) {
+                if run.revision == decision.revision {
+                    adopt(run, &decision);
+                } else if !decisions.contains_key(&(run.revision.clone(), decision.scope.clone())) {
+                    run.operator_paused = decision.paused;
+                }
+            }
+            decisions.insert(key, decision);
+        }
     }
 }
 
@@ -401,6 +516,7 @@ fn resumed_run(revision: &str, tallies: &[WaveTally]) -> Run {
             .iter()
             .any(|t| t.agents > 0),
         operator_paused: false,
+        resumes: 0,
         forgiven: HashSet::new(),
         failed_now: Vec::new(),
         state: RolloutState::Progressing,
@@ -541,6 +657,7 @@ mod tests {
             standing,
             moved,
             active: true,
+            remote: false,
         }
     }
 
@@ -670,6 +787,45 @@ mod tests {
             Instant::now(),
         );
         assert_eq!(v.state, RolloutState::Frozen);
+    }
+
+    fn decision(paused: bool, admitted: u32, at_ms: u64) -> StoredRollout {
+        StoredRollout {
+            revision: "rev".into(),
+            scope: "fleet".into(),
+            paused,
+            admitted,
+            resumes: 0,
+            forgiven: Vec::new(),
+            actor: None,
+            replica_id: "other".into(),
+            at: std::time::UNIX_EPOCH + Duration::from_millis(at_ms),
+        }
+    }
+
+    #[test]
+    fn stored_decisions_are_adopted_at_start_and_an_older_one_never_undoes_a_newer() {
+        let s = spec("{ waves: [50, 100] }");
+        let held = || vec![agent(1, 1, Standing::Moving), agent(2, 2, Standing::Moving)];
+        // A restarted replica adopts the stored pause before its first tick.
+        let r = Rollouts::default();
+        r.adopt(vec![decision(true, 0, 1_000)]);
+        let (v, pushed) = tick(&r, &s, held(), Instant::now());
+        assert_eq!(v.state, RolloutState::Paused);
+        assert!(pushed.is_empty());
+        // Another replica's promote (a newer decision) admits the first cohort wave (waves
+        // 0..2: the empty canary slot and wave 1).
+        r.adopt(vec![decision(true, 2, 2_000)]);
+        let (v, pushed) = tick(&r, &s, held(), Instant::now());
+        assert_eq!(v.admitted, 1);
+        assert_eq!(pushed, vec![InstanceUid::from_bytes([1; 16])]);
+        // This replica resumes; reading the older stored pause back changes nothing.
+        r.act(RolloutAction::Resume, None).unwrap();
+        let mine = r.decided(&["fleet".into()], Some("alice"), "me");
+        assert!(!mine[0].paused && mine[0].resumes == 1);
+        r.adopt(vec![decision(true, 2, 2_000)]);
+        let (v, _) = tick(&r, &s, held(), Instant::now());
+        assert_ne!(v.state, RolloutState::Paused);
     }
 
     #[test]

@@ -107,11 +107,11 @@ impl Fleet {
     /// The distinct (identifying, non-identifying) attribute sets of the agents that have
     /// described themselves, ordered by their attributes, so that pages stay in place while
     /// counts change. An agent whose description has not arrived yet has no attributes to
-    /// render with, and is left out.
+    /// render with, and is left out. With a shared store, other replicas' agents count too.
     pub fn attribute_sets(&self) -> Vec<AttributeSet> {
         type Attributes = BTreeMap<String, String>;
         let mut counts: BTreeMap<(Attributes, Attributes), usize> = BTreeMap::new();
-        for record in self.records() {
+        for record in self.visible_records() {
             let rec = record.lock().unwrap_or_else(|e| e.into_inner());
             if rec.state.description.is_none() {
                 continue;

@@ -6,7 +6,9 @@
 use super::findings;
 use super::unified::unified_diff;
 use crate::diagnostics::Diagnostic;
+use crate::opamp::uid::InstanceUid;
 use crate::repo::hash::{config_hash, ConfigHash};
+use crate::repo::rollout::cohort;
 use crate::repo::{samples, AgentInfo, Desired, DesiredConfig, Revision, Snapshot};
 use serde::Serialize;
 use std::cmp::Reverse;
@@ -142,7 +144,9 @@ pub struct Group {
     /// Config-file name → unified diff, secret-looking values redacted; unchanged files left out.
     pub files: BTreeMap<String, String>,
     pub findings: Vec<String>,
-    /// Staged rollouts do not exist yet: no agent is in a canary.
+    /// Some agent of the group is in the first wave of its scope's rollout at the head: the
+    /// canary selector when the plan has one, else the first percentage wave by its uid's
+    /// cohort (a live set has no uid, so only a canary selector places it).
     pub canary: bool,
     /// Distinct attribute sets in the group.
     pub sets: usize,
@@ -261,10 +265,38 @@ impl Outcome {
     }
 }
 
+/// Whether an agent with this outcome at `revision` is in the first wave of its scope's
+/// rollout there (wave 0 with a canary selector, else wave 1).
+fn leads_rollout(
+    revision: Option<&Revision>,
+    outcome: &Outcome,
+    agent: &AgentInfo,
+    uid: Option<&str>,
+) -> bool {
+    let (Some(revision), Outcome::Config(config)) = (revision, outcome) else {
+        return false;
+    };
+    let fleet = &revision.fleet;
+    let Some(rule) = fleet.rules.iter().find(|r| r.name == config.rule) else {
+        return false;
+    };
+    let Some((_, spec)) = rule.rollout_in(fleet) else {
+        return false;
+    };
+    if spec.canary.is_some() {
+        return spec.wave_of(0, &agent.attributes) == 0;
+    }
+    let Some(uid) = uid.and_then(|u| u.parse::<InstanceUid>().ok()) else {
+        return false;
+    };
+    spec.wave_of(cohort(uid.as_bytes()), &agent.attributes) == 1
+}
+
 /// Sets that share a pair of outcomes; the first set's outcomes stand for all of them.
 struct Pending {
     count: usize,
     sets: usize,
+    canary: bool,
     attributes: BTreeMap<String, String>,
     before: Outcome,
     after: Outcome,
@@ -280,10 +312,12 @@ pub fn compare(base: &Version, head: &Version, sets: &[AgentSet], context: usize
         let (after, after_uid) = Outcome::of(head.revision, &agent);
         let per_agent = set.instance_uid.is_none() && (before_uid || after_uid);
         let key = (before.key(), after.key(), per_agent);
+        let canary = leads_rollout(head.revision, &after, &agent, set.instance_uid.as_deref());
         match pending.get_mut(&key) {
             Some(group) => {
                 group.count += set.count;
                 group.sets += 1;
+                group.canary |= canary;
                 group
                     .attributes
                     .retain(|k, v| agent.attributes.get(k) == Some(v));
@@ -294,6 +328,7 @@ pub fn compare(base: &Version, head: &Version, sets: &[AgentSet], context: usize
                     Pending {
                         count: set.count,
                         sets: 1,
+                        canary,
                         attributes: agent.attributes.clone(),
                         before,
                         after,
@@ -398,7 +433,7 @@ fn describe(group: Pending, moves: bool, per_agent: bool, context: usize) -> Gro
         hash_after: per_agent_hash(&group.after),
         files,
         findings: notes,
-        canary: false,
+        canary: group.canary,
         sets: group.sets,
         attributes: group.attributes,
         per_agent,

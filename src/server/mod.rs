@@ -4,7 +4,7 @@
 use crate::admin::{self, AdminState};
 use crate::audit::AuditLog;
 use crate::auth::TokenFile;
-use crate::fleet::persist::Flusher;
+use crate::fleet::attach::{attach, Attach};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::metrics::Metrics;
 use crate::net::listener::{self, Limits};
@@ -16,7 +16,7 @@ use crate::source::dir::DirSource;
 use crate::source::git::{is_git_url, GitOptions, GitSource};
 use crate::source::runner::{self, Source};
 use crate::source::RevisionStore;
-use crate::store::{FleetStore, ReplicaBeat, StoreOptions};
+use crate::store::StoreOptions;
 use crate::transport::{opamp_router, OpampState};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -230,15 +230,11 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             None
         }
     };
-    let fleet_store = FleetStore::open(
-        &options
-            .fleet_store
-            .backend(&options.cache_dir)
-            .map_err(anyhow::Error::msg)?,
-        options.fleet_store.password().map_err(anyhow::Error::msg)?,
-    )
-    .await
-    .map_err(anyhow::Error::msg)?;
+    let store_backend = options
+        .fleet_store
+        .backend(&options.cache_dir)
+        .map_err(anyhow::Error::msg)?;
+    let store_password = options.fleet_store.password().map_err(anyhow::Error::msg)?;
     let healthy = runner::initial_sync(&source, &store).await;
     let fleet = Arc::new(Fleet::new(
         options.fleet.clone(),
@@ -249,39 +245,21 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
     let mut tasks = JoinSet::new();
-    if let Some(fleet_store) = fleet_store {
-        let replica_id = options.fleet_store.replica_id();
-        let loaded = fleet_store
-            .load(&replica_id)
-            .await
-            .map_err(anyhow::Error::msg)?;
-        audit.restore(loaded.events);
-        let restored = fleet.restore(fleet_store.backend(), &replica_id, loaded.agents);
-        let fleet_store = Arc::new(fleet_store);
-        tasks.spawn(crate::fleet::persist::relay(
-            fleet.clone(),
-            fleet_store.clone(),
-            shutdown.clone(),
-        ));
-        tracing::info!(
-            backend = fleet_store.backend(),
-            agents = restored,
-            "fleet store loaded"
-        );
-        let flusher = Flusher {
+    attach(
+        Attach {
             fleet: fleet.clone(),
-            store: fleet_store,
             audit: audit.clone(),
             metrics: metrics.clone(),
-            interval: options.fleet_store.store_flush_interval,
-            replica: ReplicaBeat {
-                replica_id,
-                started_at: std::time::SystemTime::now(),
-                admin_url: None,
-            },
-        };
-        tasks.spawn(flusher.run(shutdown.clone()));
-    }
+            backend: store_backend,
+            password: store_password,
+            replica_id: options.fleet_store.replica_id(),
+            flush_interval: options.fleet_store.store_flush_interval,
+        },
+        shutdown.clone(),
+        &mut tasks,
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
 
     let opamp_listener = TcpListener::bind(options.listen)
         .await

@@ -194,14 +194,36 @@ pub struct StoredEvent {
     pub body: String,
 }
 
+/// An operator's standing decision on one scope's rollout under one revision (what its
+/// pause, resume and promote left), so that it outlives the request and the replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRollout {
+    pub revision: String,
+    pub scope: String,
+    pub paused: bool,
+    /// Waves admitted at least (a promote raises it).
+    pub admitted: u32,
+    /// How many resumes there were: a replica that sees it grow forgives its own failures.
+    pub resumes: u32,
+    /// Agents (uid text) whose failures a resume forgave.
+    pub forgiven: Vec<String>,
+    /// The admin token's name.
+    pub actor: Option<String>,
+    pub replica_id: String,
+    pub at: SystemTime,
+}
+
 /// What one flush writes.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub agents: Vec<StoredAgent>,
     pub forgotten: Vec<[u8; 16]>,
     pub events: Vec<StoredEvent>,
-    /// This replica's heartbeat.
+    pub rollouts: Vec<StoredRollout>,
+    /// The replica writing (its events are its own).
     pub replica: Option<ReplicaBeat>,
+    /// Whether to write the replica's heartbeat (its own timer, not every flush).
+    pub heartbeat: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -217,6 +239,7 @@ pub struct Loaded {
     pub agents: Vec<StoredAgent>,
     /// The most recent events, oldest first.
     pub events: Vec<StoredEvent>,
+    pub rollouts: Vec<StoredRollout>,
 }
 
 /// An open store.
@@ -277,6 +300,27 @@ impl FleetStore {
         match self {
             FleetStore::Sqlite(_) => None,
             FleetStore::Postgres(store) => Some(store),
+        }
+    }
+
+    /// Every replica's decisions on rollouts (read again when another replica announces one).
+    pub async fn rollouts(&self) -> Result<Vec<StoredRollout>, StoreError> {
+        match self {
+            FleetStore::Sqlite(store) => Ok(store.load().await?.rollouts),
+            FleetStore::Postgres(store) => store.rollouts().await,
+        }
+    }
+
+    /// The most recent `limit` audit events the other replicas recorded, oldest first
+    /// (PostgreSQL; with SQLite this server's own log is the whole trail).
+    pub async fn remote_events(
+        &self,
+        me: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        match self {
+            FleetStore::Sqlite(_) => Ok(Vec::new()),
+            FleetStore::Postgres(store) => store.remote_events(me, limit).await,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use super::{
     from_millis, to_millis, Batch, HistoryEntry, Loaded, StoreError, StoredAgent, StoredEvent,
-    EVENTS_KEPT, EVENTS_MAX_AGE,
+    StoredRollout, EVENTS_KEPT, EVENTS_MAX_AGE,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +15,10 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, Config, NoTls};
 
 /// The schema versions, in order: version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_fleet.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_fleet.sql"),
+    include_str!("migrations/postgres/0002_rollout_actions.sql"),
+];
 
 /// Any constant both replicas agree on: the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x6f70_616d_7067;
@@ -62,10 +65,9 @@ impl PostgresStore {
             client: Mutex::new(None),
         };
         let mut guard = store.client.lock().await;
-        let client = store
-            .connected(&mut guard)
-            .await
-            .map_err(|e| StoreError::Config(e.to_string()))?;
+        // Unreachable is an outage (the server starts degraded and tries again); a database
+        // that answers but cannot be migrated is refused.
+        let client = store.connected(&mut guard).await?;
         migrate(client, &store.target).await?;
         drop(guard);
         Ok(store)
@@ -84,7 +86,12 @@ impl PostgresStore {
 
     async fn connect(&self) -> Result<Client, StoreError> {
         let target = self.target.clone();
-        let fail = |e: tokio_postgres::Error| io(&target, e);
+        // The database answered and said no (a password, a missing database): no outage to
+        // wait out, the configuration is wrong.
+        let fail = |e: tokio_postgres::Error| match e.as_db_error() {
+            Some(db) => StoreError::Config(format!("postgres store {target}: {}", db.message())),
+            None => io(&target, e),
+        };
         if self.config.get_ssl_mode() == SslMode::Require {
             let (client, connection) = self.config.connect(tls()).await.map_err(fail)?;
             tokio::spawn(watch(connection, self.target.clone()));
@@ -317,7 +324,30 @@ async fn write(client: &mut Client, batch: &Batch) -> Result<(), tokio_postgres:
         )
         .await?;
     }
-    if let Some(r) = &batch.replica {
+    for r in &batch.rollouts {
+        tx.execute(
+            "INSERT INTO rollout_actions (revision, scope, paused, admitted, resumes, forgiven,
+                actor, replica_id, at)
+             VALUES ($1, $2, $3, $4, $5, CAST($6::text AS jsonb), $7, $8, $9)
+             ON CONFLICT (revision, scope) DO UPDATE SET paused = EXCLUDED.paused,
+                admitted = EXCLUDED.admitted, resumes = EXCLUDED.resumes,
+                forgiven = EXCLUDED.forgiven, actor = EXCLUDED.actor,
+                replica_id = EXCLUDED.replica_id, at = EXCLUDED.at",
+            &[
+                &r.revision,
+                &r.scope,
+                &r.paused,
+                &(r.admitted as i32),
+                &(r.resumes as i32),
+                &json(&r.forgiven),
+                &r.actor,
+                &r.replica_id,
+                &to_millis(r.at),
+            ],
+        )
+        .await?;
+    }
+    if let (true, Some(r)) = (batch.heartbeat, &batch.replica) {
         tx.execute(
             "INSERT INTO replicas (replica_id, started_at, heartbeat_at, admin_url)
              VALUES ($1, $2, $3, $4)
@@ -416,7 +446,34 @@ async fn load(client: &mut Client, me: &str) -> Result<Loaded, tokio_postgres::E
         })
         .collect();
     events.reverse();
-    Ok(Loaded { agents, events })
+    Ok(Loaded {
+        agents,
+        events,
+        rollouts: load_rollouts(client).await?,
+    })
+}
+
+async fn load_rollouts(client: &Client) -> Result<Vec<StoredRollout>, tokio_postgres::Error> {
+    Ok(client
+        .query(
+            "SELECT revision, scope, paused, admitted, resumes, forgiven::text, actor, replica_id,
+                at FROM rollout_actions ORDER BY at",
+            &[],
+        )
+        .await?
+        .iter()
+        .map(|r| StoredRollout {
+            revision: r.get(0),
+            scope: r.get(1),
+            paused: r.get(2),
+            admitted: r.get::<_, i32>(3) as u32,
+            resumes: r.get::<_, i32>(4) as u32,
+            forgiven: parse_json(r.get::<_, &str>(5)),
+            actor: r.get(6),
+            replica_id: r.get(7),
+            at: from_millis(r.get(8)),
+        })
+        .collect())
 }
 
 /// The NOTIFY channel actions for another replica's agents go through.
@@ -452,6 +509,40 @@ impl PostgresStore {
                 Some(a)
             })
             .collect())
+    }
+
+    /// Every replica's decisions on rollouts.
+    pub async fn rollouts(&self) -> Result<Vec<StoredRollout>, StoreError> {
+        let mut guard = self.client.lock().await;
+        let client = self.connected(&mut guard).await?;
+        load_rollouts(client).await.map_err(|e| io(&self.target, e))
+    }
+
+    /// The most recent `limit` audit events the replicas other than `me` recorded, oldest first.
+    pub async fn remote_events(
+        &self,
+        me: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut guard = self.client.lock().await;
+        let client = self.connected(&mut guard).await?;
+        let mut events: Vec<StoredEvent> = client
+            .query(
+                "SELECT id, at, body::text FROM events WHERE replica_id <> $2
+                 ORDER BY at DESC, replica_id, id DESC LIMIT $1",
+                &[&(limit as i64), &me],
+            )
+            .await
+            .map_err(|e| io(&self.target, e))?
+            .iter()
+            .map(|r| StoredEvent {
+                id: r.get::<_, i64>(0) as u64,
+                at: from_millis(r.get(1)),
+                body: r.get(2),
+            })
+            .collect();
+        events.reverse();
+        Ok(events)
     }
 
     /// Sends `payload` to every replica listening on [`ACTIONS_CHANNEL`].

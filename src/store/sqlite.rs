@@ -5,7 +5,7 @@
 
 use super::{
     from_millis, to_millis, Batch, HistoryEntry, Loaded, StoreError, StoredAgent, StoredEvent,
-    EVENTS_KEPT, EVENTS_MAX_AGE,
+    StoredRollout, EVENTS_KEPT, EVENTS_MAX_AGE,
 };
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -16,7 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// The schema versions, in order: version N is `MIGRATIONS[N - 1]`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_fleet.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/0001_fleet.sql"),
+    include_str!("migrations/sqlite/0002_rollout_actions.sql"),
+];
 
 /// The table that marks a database as this server's and holds its schema version.
 const SCHEMA_TABLE: &str = "opamp_gitops_schema";
@@ -274,7 +277,24 @@ fn write(connection: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
                 params![cutoff, EVENTS_KEPT as i64],
             )?;
         }
-        if let Some(r) = &batch.replica {
+        let mut rollout = tx.prepare_cached(
+            "INSERT OR REPLACE INTO rollout_actions (revision, scope, paused, admitted, resumes,
+                forgiven, actor, replica_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for r in &batch.rollouts {
+            rollout.execute(params![
+                r.revision,
+                r.scope,
+                r.paused,
+                r.admitted,
+                r.resumes,
+                json(&r.forgiven),
+                r.actor,
+                r.replica_id,
+                to_millis(r.at),
+            ])?;
+        }
+        if let (true, Some(r)) = (batch.heartbeat, &batch.replica) {
             tx.execute(
                 "INSERT OR REPLACE INTO replicas (replica_id, started_at, heartbeat_at, admin_url)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -378,7 +398,30 @@ fn load(connection: &mut Connection) -> rusqlite::Result<Loaded> {
         })?
         .collect::<Result<_, _>>()?;
     events.reverse();
-    Ok(Loaded { agents, events })
+    let rollouts = connection
+        .prepare(
+            "SELECT revision, scope, paused, admitted, resumes, forgiven, actor, replica_id, at
+             FROM rollout_actions ORDER BY at",
+        )?
+        .query_map([], |r| {
+            Ok(StoredRollout {
+                revision: r.get(0)?,
+                scope: r.get(1)?,
+                paused: r.get(2)?,
+                admitted: r.get(3)?,
+                resumes: r.get(4)?,
+                forgiven: parse_json(&r.get::<_, String>(5)?),
+                actor: r.get(6)?,
+                replica_id: r.get(7)?,
+                at: from_millis(r.get(8)?),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Loaded {
+        agents,
+        events,
+        rollouts,
+    })
 }
 
 /// The schema version of a store file, for tests and diagnostics.
@@ -435,6 +478,17 @@ mod tests {
     async fn what_is_written_is_read_back_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("fleet.db");
+        let paused = StoredRollout {
+            revision: "abc".into(),
+            scope: "fleet".into(),
+            paused: true,
+            admitted: 1,
+            resumes: 2,
+            forgiven: vec!["0101".into()],
+            actor: Some("alice".into()),
+            replica_id: "r".into(),
+            at: from_millis(7_000),
+        };
         {
             let store = SqliteStore::open(&path).unwrap();
             let batch = Batch {
@@ -445,13 +499,16 @@ mod tests {
                     at: from_millis(5_000),
                     body: "{}".into(),
                 }],
+                rollouts: vec![paused.clone()],
                 replica: None,
+                heartbeat: false,
             };
             store.write(batch).await.unwrap();
         }
         let store = SqliteStore::open(&path).unwrap();
         let loaded = store.load().await.unwrap();
         assert_eq!(loaded.agents, vec![agent(1)]);
+        assert_eq!(loaded.rollouts, vec![paused]);
         assert_eq!(loaded.events.len(), 0, "older than the age bound");
         assert_eq!(
             schema_version(&path).unwrap(),
