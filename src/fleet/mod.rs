@@ -254,6 +254,13 @@ impl Fleet {
         }
     }
 
+    /// Whether a message from `uid` would find its record: the agent is known, or there is room
+    /// for one more.
+    pub fn has_room_for(&self, uid: &InstanceUid) -> bool {
+        let agents = self.agents.read().unwrap_or_else(|e| e.into_inner());
+        agents.contains_key(uid) || agents.len() < self.config.max_agents
+    }
+
     /// Looks up or creates the record of `uid`; `None` when the registry is full.
     fn record_for(
         &self,
