@@ -82,6 +82,9 @@ pub struct Metrics {
     pub config_pushes: Counter,
     pub full_state_requests: Counter,
     pub replaced_sessions: Counter,
+    /// Agents told to take a new uid because a live agent with other identifying attributes
+    /// holds theirs.
+    pub duplicate_uids: Counter,
     /// Messages refused because the in-flight byte budget was spent.
     pub inflight_refused: Counter,
     /// Bytes of messages being received and handled right now.
@@ -123,6 +126,7 @@ impl Metrics {
             config_pushes: Counter::default(),
             full_state_requests: Counter::default(),
             replaced_sessions: Counter::default(),
+            duplicate_uids: Counter::default(),
             inflight_refused: Counter::default(),
             inflight_bytes: Gauge::default(),
             // 10 ms to about 80 s.
@@ -161,6 +165,11 @@ impl Metrics {
             "replaced_sessions",
             "WebSocket sessions closed because a newer one came for the same agent",
             m.replaced_sessions.clone(),
+        );
+        registry.register(
+            "duplicate_uids",
+            "Agents told to take a new instance uid because a live agent with other identifying attributes holds theirs",
+            m.duplicate_uids.clone(),
         );
         registry.register(
             "inflight_refused",

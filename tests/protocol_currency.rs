@@ -48,24 +48,30 @@ async fn raw_post(addr: SocketAddr, content_length: usize, body_start: &[u8]) ->
     stream
 }
 
-/// The status code of the response on a raw connection.
-async fn status_of(stream: &mut TcpStream) -> u16 {
-    let mut buf = vec![0u8; 1024];
+/// The status code and head of the response on a raw connection.
+async fn response_head(stream: &mut TcpStream) -> (u16, String) {
+    let mut buf = vec![0u8; 4096];
     let mut got = 0;
     let read = tokio::time::timeout(WAIT, async {
-        while !buf[..got].windows(2).any(|w| w == b"\r\n") {
+        while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") && got < buf.len() {
             let n = stream.read(&mut buf[got..]).await.expect("read");
-            assert!(n > 0, "connection closed before a status line");
+            assert!(n > 0, "connection closed before a response head");
             got += n;
         }
     })
     .await;
     assert!(read.is_ok(), "no response in time");
-    let line = String::from_utf8_lossy(&buf[..got]).into_owned();
-    line.split(' ')
+    let head = String::from_utf8_lossy(&buf[..got]).to_ascii_lowercase();
+    let status = head
+        .split(' ')
         .nth(1)
         .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("status line: {line}"))
+        .unwrap_or_else(|| panic!("status line: {head}"));
+    (status, head)
+}
+
+async fn status_of(stream: &mut TcpStream) -> u16 {
+    response_head(stream).await.0
 }
 
 /// A masked client frame header for a binary message of `len` bytes (the payload is not sent).
@@ -133,9 +139,11 @@ async fn the_inflight_budget_refuses_the_excess_with_503_and_unavailable() {
     let mut http = HttpAgent::new(server.opamp_addr, Identity::new(PROD));
     let msg = large(&mut http.id, 200_000);
     let body = msg.encode_to_vec();
-    let refused = block(|| http.post(body.clone(), &[])).await;
-    assert_eq!(refused.status, 503);
-    assert_eq!(refused.header("retry-after"), Some("30"));
+    // (Refused from its declared length: the client is answered before it sends the body.)
+    let mut refused = raw_post(server.opamp_addr, body.len(), &[]).await;
+    let (status, head) = response_head(&mut refused).await;
+    assert_eq!(status, 503);
+    assert!(head.contains("retry-after: 30"), "{head}");
     let mut ws = WsAgent::connect(server.opamp_addr, Identity::new(PROD)).await;
     let msg = large(&mut ws.id, 200_000);
     let reply = ws.exchange(msg.clone()).await;
@@ -298,4 +306,130 @@ async fn a_reconnecting_agent_that_leaves_out_unchanged_status_is_served_from_th
         "nothing is offered before the state is known"
     );
     fresh.shutdown(Duration::from_secs(5)).await;
+}
+
+const STAGING: &[(&str, &str)] = &[("environment", "staging"), ("service.name", "otel")];
+
+fn duplicate_events(server: &opamp_gitops::server::Server, uid: &str) -> usize {
+    server
+        .audit
+        .recent(Some(uid), 100)
+        .iter()
+        .filter(|e| e.kind.name() == "duplicate_uid")
+        .count()
+}
+
+/// The new uid a reply assigns, checked to be 16 bytes.
+fn assigned_uid(reply: &opamp_gitops::opamp::proto::ServerToAgent) -> bytes::Bytes {
+    let new = reply
+        .agent_identification
+        .as_ref()
+        .expect("told to take a new uid")
+        .new_instance_uid
+        .clone();
+    assert_eq!(new.len(), 16);
+    new
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_websocket_agent_claiming_a_live_uid_with_other_attributes_gets_a_new_uid() {
+    let repo = TestRepo::new();
+    let server = start(&repo).await;
+    let mut first = WsAgent::connect(server.opamp_addr, Identity::new(PROD)).await;
+    let msg = first.id.full_state(&[], Unset);
+    first.exchange(msg).await;
+    let uid = first.id.uid_string();
+
+    // A cloned VM: the same uid, another agent.
+    let mut clone_id = Identity::new(STAGING);
+    clone_id.uid = first.id.uid.clone();
+    let mut clone = WsAgent::connect(server.opamp_addr, clone_id).await;
+    let msg = clone.id.full_state(&[], Unset);
+    let reply = clone.exchange(msg).await;
+    assert_eq!(
+        reply.instance_uid, first.id.uid,
+        "the reply names the uid it was sent"
+    );
+    let new = assigned_uid(&reply);
+    assert_ne!(new, first.id.uid);
+    assert!(
+        reply.remote_config.is_none(),
+        "nothing for a uid that is not its own"
+    );
+    assert_eq!(server.metrics.duplicate_uids.get(), 1);
+    assert_eq!(duplicate_events(&server, &uid), 1);
+
+    // The live agent keeps its uid, its session and its attributes.
+    let msg = first.id.heartbeat();
+    assert!(first.exchange(msg).await.error_response.is_none());
+    let held = agent(&server, &uid).unwrap();
+    assert!(held.connected);
+    assert_eq!(held.attributes["environment"], "production");
+
+    // The clone takes the new uid and is an agent of its own.
+    clone.id.uid = new;
+    let msg = clone.id.full_state(&[], Unset);
+    let reply = clone.exchange(msg).await;
+    assert!(reply.agent_identification.is_none());
+    assert!(config_hash(&reply).is_some(), "its own config");
+    let own = agent(&server, &clone.id.uid_string()).unwrap();
+    assert_eq!(own.attributes["environment"], "staging");
+    assert_eq!(server.fleet.len(), 2);
+
+    // The same agent reconnecting (same identifying attributes) is no duplicate: the newer
+    // session wins.
+    let mut again = WsAgent::connect(server.opamp_addr, first.id.clone()).await;
+    let msg = again.id.full_state(&[], Unset);
+    assert!(again.exchange(msg).await.agent_identification.is_none());
+    assert_eq!(first.closed().await, Some(1000));
+    assert_eq!(server.metrics.duplicate_uids.get(), 1);
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_a_message_from_another_agent_with_a_live_uid_gets_a_new_uid() {
+    let repo = TestRepo::new();
+    let server = start(&repo).await;
+    let mut live = HttpAgent::new(server.opamp_addr, Identity::new(PROD));
+    let msg = live.id.full_state(&[], Unset);
+    block(|| live.exchange(msg)).await;
+    let uid = live.id.uid_string();
+
+    let mut clone_id = Identity::new(STAGING);
+    clone_id.uid = live.id.uid.clone();
+    let mut clone = HttpAgent::new(server.opamp_addr, clone_id);
+    let msg = clone.id.full_state(&[], Unset);
+    let reply = block(|| clone.exchange(msg)).await;
+    assert_eq!(assigned_uid(&reply).len(), 16);
+    assert!(reply.remote_config.is_none());
+    assert_eq!(server.metrics.duplicate_uids.get(), 1);
+    assert_eq!(
+        agent(&server, &uid).unwrap().attributes["environment"],
+        "production"
+    );
+
+    // The live agent's own description changes while its sequence continues (a Collector
+    // upgraded under its Supervisor): the same agent, not a duplicate.
+    live.id
+        .attributes
+        .push(("service.version".into(), "2".into()));
+    let msg = live.id.full_state(&[], Unset);
+    let reply = block(|| live.exchange(msg)).await;
+    assert!(reply.agent_identification.is_none());
+    assert_eq!(
+        agent(&server, &uid).unwrap().attributes["service.version"],
+        "2"
+    );
+
+    // After it said goodbye, the uid is free to take.
+    let mut msg = live.id.heartbeat();
+    msg.agent_disconnect = Some(AgentDisconnect {});
+    block(|| live.exchange(msg)).await;
+    let msg = clone.id.full_state(&[], Unset);
+    assert!(block(|| clone.exchange(msg))
+        .await
+        .agent_identification
+        .is_none());
+    assert_eq!(server.metrics.duplicate_uids.get(), 1);
+    server.shutdown(Duration::from_secs(5)).await;
 }

@@ -335,6 +335,9 @@ impl Fleet {
             return Handled::Unavailable { reply, retry_after };
         };
         let mut rec = lock(&record);
+        if self.is_duplicate(&rec, &msg, connection) {
+            return self.reassign(rec, &uid_bytes, connection);
+        }
         persist::continue_or_reset(&mut rec, msg.sequence_num);
         rec.uid_bytes = uid_bytes.clone();
         rec.last_seen = SystemTime::now();
@@ -396,6 +399,74 @@ impl Fleet {
             self.persist.mark(new_uid);
         }
         Handled::Reply { uid, reply }
+    }
+
+    /// Whether `msg` comes from another agent than the live one holding its uid (cloned VMs, a
+    /// bad uid generator): it describes itself with other identifying attributes while that
+    /// agent is live on another WebSocket, or, over HTTP (no connection to tell them apart),
+    /// while it is live and the message does not continue its sequence. With the same
+    /// identifying attributes it is the same agent reconnecting.
+    fn is_duplicate(
+        &self,
+        rec: &AgentRecord,
+        msg: &AgentToServer,
+        connection: &Connection,
+    ) -> bool {
+        let (Some(new), Some(held)) = (&msg.agent_description, &rec.state.description) else {
+            return false;
+        };
+        if record::attribute_texts(&new.identifying_attributes)
+            == record::attribute_texts(&held.identifying_attributes)
+        {
+            return false;
+        }
+        match &rec.session {
+            Some(session) if rec.connected && !session.commands.is_closed() => {
+                session.connection != connection.id
+            }
+            _ => {
+                let continues = rec
+                    .state
+                    .sequence_num
+                    .is_some_and(|prev| msg.sequence_num == prev.wrapping_add(1));
+                connection.commands.is_none() && rec.connected && !continues && !self.is_stale(rec)
+            }
+        }
+    }
+
+    /// Tells the newer of two agents sharing a uid to take a new one; the live agent keeps its
+    /// record untouched.
+    fn reassign(
+        &self,
+        rec: MutexGuard<'_, AgentRecord>,
+        uid_bytes: &Bytes,
+        connection: &Connection,
+    ) -> Handled {
+        let old = rec.uid;
+        drop(rec);
+        let new = InstanceUid::new_v7();
+        if connection.commands.is_some() {
+            self.connections.rename(connection.id, old, new);
+        }
+        self.metrics.duplicate_uids.inc();
+        tracing::warn!(agent = %old, new_uid = %new, transport = connection.transport.as_str(), "a second agent claims this instance uid with other identifying attributes: told to take a new uid");
+        self.audit.record(AuditKind::DuplicateUid {
+            agent: old.to_string(),
+            new_uid: new.to_string(),
+            transport: connection.transport.as_str().to_owned(),
+        });
+        let reply = Reply {
+            message: crate::opamp::proto::ServerToAgent {
+                instance_uid: uid_bytes.clone(),
+                capabilities: self.capabilities,
+                agent_identification: Some(crate::opamp::proto::AgentIdentification {
+                    new_instance_uid: Bytes::copy_from_slice(new.as_bytes()),
+                }),
+                ..Default::default()
+            },
+            remote_config: None,
+        };
+        Handled::Reply { uid: new, reply }
     }
 
     /// A WebSocket session takes over the agent; an older live session is told to close.
