@@ -109,6 +109,7 @@ struct AgentDetail {
     health: Option<Value>,
     first_seen: String,
     accepts_restart: bool,
+    available_components: Value,
 }
 
 /// The uid of a URL path, or a 400.
@@ -164,6 +165,7 @@ pub fn agent_detail(state: &AdminState, uid: &str) -> Result<Value, ApiError> {
     let detail = AgentDetail {
         capabilities: agent_caps::names(rec.state.capabilities),
         accepts_restart: rec.state.has(agent_caps::ACCEPTS_RESTART_COMMAND),
+        available_components: rec.components.to_json(),
         identifying_attributes: rec.info.identifying.clone(),
         non_identifying_attributes: rec.info.non_identifying.clone(),
         token_name: rec.token_name.clone(),

@@ -2,6 +2,7 @@
 //! decides what each agent is sent. Level-triggered: at every message and every new revision,
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
+pub mod components;
 pub mod connections;
 pub mod drift;
 pub mod history;
@@ -112,6 +113,8 @@ pub struct Fleet {
     persist: persist::Persistence,
     /// Staged rollouts: which waves each scope admits under the revision served.
     rollouts: rollout::Rollouts,
+    /// Agents' component lists, by the hash they report.
+    catalog: components::ComponentCatalog,
     started: Instant,
     /// When the registry last took in an agent it did not know (rollouts wait for the fleet
     /// to reconnect after a start before they infer waves from it).
@@ -153,6 +156,7 @@ impl Fleet {
             audit,
             persist: persist::Persistence::default(),
             rollouts: rollout::Rollouts::default(),
+            catalog: components::ComponentCatalog::default(),
             started: Instant::now(),
             last_new_agent: Mutex::new(Instant::now()),
         }
@@ -232,7 +236,30 @@ impl Fleet {
 
     /// The desired config of an agent under the revision served.
     pub fn desired(&self, record: &AgentRecord) -> Desired {
-        desired_in(self.served().as_deref(), &record.info)
+        self.desired_of(self.served().as_deref(), record)
+    }
+
+    /// The desired config of an agent under `served`: its rule's render, unless it uses a
+    /// component type the agent's build lacks, which makes it a render error naming both.
+    pub fn desired_of(&self, served: Option<&Served>, record: &AgentRecord) -> Desired {
+        let desired = desired_in(served, &record.info);
+        let (Desired::Config(config), Some(served), Some(have)) =
+            (&desired, served, record.components.set())
+        else {
+            return desired;
+        };
+        let missing = have.missing(&served.used_components(config));
+        if missing.is_empty() {
+            return desired;
+        }
+        let message =
+            crate::repo::components::missing_message(&config.rule, &missing, "the agent's");
+        Desired::Invalid {
+            rule: config.rule.clone(),
+            diagnostics: Arc::new(vec![
+                crate::diagnostics::Diagnostic::error(message).for_rule(&config.rule)
+            ]),
+        }
     }
 
     fn intent(
@@ -245,6 +272,8 @@ impl Fleet {
         Intent {
             capabilities: self.capabilities,
             remote_config: match (desired, served) {
+                // Until its components are known, what it can run is not.
+                _ if rec.components.wanted() => None,
                 _ if self.held(rec, desired, served) => None,
                 (Desired::Config(config), Some(served)) => Some(served.encoded(config)),
                 _ => None,
@@ -294,6 +323,14 @@ impl Fleet {
     /// Takes in one message from an agent and returns the reply.
     pub fn handle(&self, mut msg: AgentToServer, connection: &Connection) -> Handled {
         let uid_bytes = msg.instance_uid.clone();
+        // Read before the limits cut the report: a cut list would lack components the build has.
+        let components_report = msg.available_components.as_ref().map(|report| {
+            let list = (!report.components.is_empty()).then(|| {
+                (!self.config.limits.components_over(report))
+                    .then(|| components::from_report(report))
+            });
+            (report.hash.clone(), list)
+        });
         if let Err(why) = self.config.limits.apply(&mut msg) {
             return Handled::Rejected(session::error_reply(
                 uid_bytes,
@@ -356,6 +393,21 @@ impl Fleet {
         if received.description_changed {
             rec.refresh_info();
         }
+        rec.components = components::next(
+            &self.catalog,
+            &rec.components,
+            rec.state.has(agent_caps::REPORTS_AVAILABLE_COMPONENTS),
+            components_report,
+        );
+        let ask_components = rec.components.wanted() && !received.disconnect;
+        if let components::AgentComponents::Unknown { asks, .. } = &mut rec.components {
+            if ask_components {
+                *asks += 1;
+                if *asks > components::MAX_ASKS {
+                    tracing::warn!(agent = %uid, "the agent reports available components but did not send its list when asked: configs go out unchecked");
+                }
+            }
+        }
         if let Some((hash, status, error)) = &received.status_report {
             self.on_status_report(&mut rec, hash, *status, error);
         }
@@ -365,7 +417,7 @@ impl Fleet {
             tracing::info!(agent = %uid, "agent disconnected");
         }
         let served = self.served();
-        let desired = desired_in(served.as_deref(), &rec.info);
+        let desired = self.desired_of(served.as_deref(), &rec);
         let revision = served.as_ref().map(|s| s.id());
         if let Desired::Invalid { .. } = &desired {
             if rec.render_error_revision.as_deref() != revision {
@@ -374,13 +426,16 @@ impl Fleet {
             }
         }
         let intent = self.intent(&rec, &desired, served.as_deref(), connection.id);
-        let (reply, events) = session::reply(
+        let (mut reply, events) = session::reply(
             &mut rec.state,
             &uid_bytes,
             &received,
             &intent,
             InstanceUid::new_v7,
         );
+        if ask_components && rec.components.wanted() {
+            reply.message.flags |= crate::opamp::FLAG_REPORT_AVAILABLE_COMPONENTS;
+        }
         if let Some((hash, RemoteConfigStatuses::Applied, _)) = &received.status_report {
             let rendered = matches!(&desired, Desired::Config(c) if c.hash[..] == hash[..]);
             history::applied(
@@ -592,7 +647,7 @@ impl Fleet {
             return None;
         }
         let served = self.served();
-        let desired = desired_in(served.as_deref(), &rec.info);
+        let desired = self.desired_of(served.as_deref(), &rec);
         let intent = self.intent(&rec, &desired, served.as_deref(), connection);
         let uid_bytes = rec.uid_bytes.clone();
         let (reply, events) = session::push(&mut rec.state, &uid_bytes, &intent)?;
@@ -709,7 +764,7 @@ impl Fleet {
                 {
                     continue;
                 }
-                let Desired::Config(config) = served.desired(&rec.info) else {
+                let Desired::Config(config) = self.desired_of(Some(&served), &rec) else {
                     continue;
                 };
                 let Some(place) = rollout::placement(spec, &config.rule, &rec.uid, &rec.info)

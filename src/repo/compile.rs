@@ -2,6 +2,7 @@
 //! when fleet.yaml and every template compile and every sample agent renders, validates, matches
 //! its expected rule and its golden files. Anything less is a list of diagnostics and no revision.
 
+use super::components::{missing_message, ComponentSet, UsedComponents};
 use super::fleet::{FleetSpec, Rule, RuleOutput, FLEET_FILE};
 use super::render::{Desired, DesiredConfig, Revision};
 use super::samples::{self, GoldenSpec, Sample};
@@ -21,6 +22,9 @@ pub struct CompileOptions {
     pub otelcol: Option<std::path::PathBuf>,
     /// The repository directory as the user named it, for the `check DIR --update` hint.
     pub repo_dir: Option<String>,
+    /// `check --components FILE`: the build of every sample agent without its own
+    /// `available_components:`.
+    pub components: Option<Arc<ComponentSet>>,
 }
 
 impl CompileOptions {
@@ -311,6 +315,23 @@ fn check_sample(
         }
         Desired::Config(config) => config,
     };
+    let components = sample.components.as_ref().or(options.components.as_deref());
+    if let Some(have) = components {
+        let missing = have.missing(&UsedComponents::of_files(&config.files));
+        if !missing.is_empty() {
+            let whose = if sample.components.is_some() {
+                "this sample agent's (available_components)"
+            } else {
+                "the --components"
+            };
+            diagnostics.push(
+                Diagnostic::error(missing_message(&config.rule, &missing, whose))
+                    .in_file(&sample.file)
+                    .for_rule(&config.rule)
+                    .for_agent(sample.name()),
+            );
+        }
+    }
     if let Some(golden) = &sample.expect_config {
         check_golden(
             revision,
