@@ -102,6 +102,13 @@ async fn a_config_using_an_exporter_the_build_lacks_is_never_sent_and_names_it()
         serde_json::json!(["debug"])
     );
     assert_eq!(detail["status"], "render_error");
+    let page = block(|| common::admin::get(server.admin_addr, &format!("/agents/{uid}"))).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("<dt>exporters</dt><dd>debug</dd>"),
+        "the agent page lists the components: {}",
+        page.body
+    );
 
     // Another agent of the same build sends only the hash: known, not asked again.
     let mut twin = WsAgent::connect(server.opamp_addr, reporting(PROD)).await;
