@@ -231,6 +231,7 @@ fn supervisor_config(
     collector: &Path,
     storage: &Path,
     log: &Path,
+    extra_capabilities: &[&str],
 ) -> String {
     let shipped = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/collector/supervisor.yaml"),
@@ -240,6 +241,9 @@ fn supervisor_config(
         serde_saphyr::from_str(&shipped).expect("supervisor.yaml is YAML");
     config["server"]["endpoint"] = endpoint.into();
     config["server"]["tls"] = serde_json::json!({"insecure": true});
+    for capability in extra_capabilities {
+        config["capabilities"][*capability] = true.into();
+    }
     let agent = &mut config["agent"];
     agent["executable"] = collector.display().to_string().into();
     agent["instance_id"] = uid.into();
@@ -279,6 +283,11 @@ fn the_readme_shows_the_supervisor_config_the_end_to_end_test_runs() {
 impl Supervisor {
     /// Starts the Supervisor in `dir` (its config, logs and storage go there).
     fn start(dir: &Path, endpoint: &str, uid: &str) -> Supervisor {
+        Supervisor::start_with(dir, endpoint, uid, &[])
+    }
+
+    /// `start`, with these capabilities (`reports_available_components`) turned on too.
+    fn start_with(dir: &Path, endpoint: &str, uid: &str, capabilities: &[&str]) -> Supervisor {
         let collector = common::reference::collector();
         let binary = common::reference::supervisor();
         std::fs::create_dir_all(dir.join("storage")).expect("mkdir storage");
@@ -288,6 +297,7 @@ impl Supervisor {
             &collector,
             &dir.join("storage"),
             &dir.join("supervisor.log"),
+            capabilities,
         );
         std::fs::write(dir.join("supervisor.yaml"), config).expect("write supervisor.yaml");
         let out = std::fs::File::create(dir.join("supervisor.out")).expect("create out file");
@@ -735,5 +745,63 @@ async fn the_supervisor_over_plain_http_converges_on_its_polls() {
     );
     assert_eq!(second["revision"], v2_commit.as_str(), "{second:#}");
     assert_eq!(span_revision(&sink, otlp_port, "http-span-2").await, "v2");
+    server.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_using_an_exporter_the_supervisors_collector_lacks_is_never_sent() {
+    let _stack = ONE_STACK_AT_A_TIME.lock().await;
+    let (sink, sink_port) = Sink::start().await;
+    let otlp_port = free_port();
+    let repo = ConfigRepo::new(otlp_port, sink_port);
+    let work = repo.work();
+    manage_nothing_yet(&repo);
+    let s = setup(&repo.url());
+    let server = start_with(s.options.clone()).await;
+    let admin = server.admin_addr;
+    let uid = uuid::Uuid::now_v7().to_string();
+    let _supervisor = Supervisor::start_with(
+        &s.dir.path().join("supervisor-components"),
+        &format!("ws://{}/v1/opamp", server.opamp_addr),
+        &uid,
+        &["reports_available_components"],
+    );
+
+    // The Supervisor reports its Collector's components; a config they cover is applied.
+    manage_it(&repo, admin, &uid).await;
+    let first = until_applied(admin, &uid, "the first config applied", |a| {
+        a["available_components"]["state"] == "known"
+    })
+    .await;
+    let components = &first["available_components"]["components"];
+    let exporters = components["exporters"].as_array().expect("exporters listed");
+    assert!(exporters.contains(&json!("otlphttp")), "{components:#}");
+    assert!(!exporters.contains(&json!("file")), "{components:#}");
+    assert!(
+        first["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ReportsAvailableComponents")),
+        "{first:#}"
+    );
+    assert_eq!(span_revision(&sink, otlp_port, "components-span-1").await, "v1");
+
+    // A commit with a `file` exporter (which this distribution lacks) is not sent: the agent
+    // shows render_error naming the exporter and the rule, and keeps running v1.
+    add_file_exporter(&work, common::e2e::TEMPLATE, &s.dir.path().join("spans.json"));
+    update_goldens(&work);
+    repo.commit_and_push("a file exporter");
+    let pushed = pushes(&server);
+    refresh(admin).await;
+    let refused = until_api(admin, &format!("/api/agents/{uid}"), "render_error", |a| {
+        a["status"] == "render_error"
+    })
+    .await;
+    let message = refused["last_error"].as_str().unwrap_or_default();
+    assert!(message.contains("exporter `file`"), "{refused:#}");
+    assert!(message.contains("rule `e2e`"), "{refused:#}");
+    assert_eq!(refused["reported_hash"], first["desired_hash"], "{refused:#}");
+    stays(&server, &uid, Duration::from_secs(3), pushed, "render_error").await;
+    assert_eq!(span_revision(&sink, otlp_port, "components-span-2").await, "v1");
     server.shutdown(Duration::from_secs(5)).await;
 }
