@@ -53,10 +53,17 @@ pub enum AuditKind {
     RolloutResumed { scope: String, token: String },
     /// An operator admitted the next wave now.
     RolloutPromoted { scope: String, token: String },
+    /// A second agent claimed a live agent's uid with other identifying attributes and was
+    /// told to take `new_uid`.
+    DuplicateUid {
+        agent: String,
+        new_uid: String,
+        transport: String,
+    },
 }
 
 /// The kinds of events, as `GET /api/events?kind=` names them.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 12] = [
     "revision_applied",
     "revision_rejected",
     "config_sent",
@@ -68,6 +75,7 @@ pub const KINDS: [&str; 11] = [
     "rollout_paused",
     "rollout_resumed",
     "rollout_promoted",
+    "duplicate_uid",
 ];
 
 impl AuditKind {
@@ -77,7 +85,8 @@ impl AuditKind {
             | AuditKind::StatusReported { agent, .. }
             | AuditKind::Push { agent, .. }
             | AuditKind::Restart { agent, .. }
-            | AuditKind::AgentForgotten { agent, .. } => Some(agent),
+            | AuditKind::AgentForgotten { agent, .. }
+            | AuditKind::DuplicateUid { agent, .. } => Some(agent),
             _ => None,
         }
     }
@@ -96,6 +105,7 @@ impl AuditKind {
             AuditKind::RolloutPaused { .. } => "rollout_paused",
             AuditKind::RolloutResumed { .. } => "rollout_resumed",
             AuditKind::RolloutPromoted { .. } => "rollout_promoted",
+            AuditKind::DuplicateUid { .. } => "duplicate_uid",
         }
     }
 }

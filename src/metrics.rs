@@ -82,6 +82,13 @@ pub struct Metrics {
     pub config_pushes: Counter,
     pub full_state_requests: Counter,
     pub replaced_sessions: Counter,
+    /// Agents told to take a new uid because a live agent with other identifying attributes
+    /// holds theirs.
+    pub duplicate_uids: Counter,
+    /// Messages refused because the in-flight byte budget was spent.
+    pub inflight_refused: Counter,
+    /// Bytes of messages being received and handled right now.
+    pub inflight_bytes: Gauge,
     pub push_to_applied: Histogram,
     pub revision_info: Family<RevisionLabels, Gauge>,
     pub last_sync: Gauge<f64, AtomicU64>,
@@ -119,6 +126,9 @@ impl Metrics {
             config_pushes: Counter::default(),
             full_state_requests: Counter::default(),
             replaced_sessions: Counter::default(),
+            duplicate_uids: Counter::default(),
+            inflight_refused: Counter::default(),
+            inflight_bytes: Gauge::default(),
             // 10 ms to about 80 s.
             push_to_applied: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             revision_info: Family::default(),
@@ -155,6 +165,21 @@ impl Metrics {
             "replaced_sessions",
             "WebSocket sessions closed because a newer one came for the same agent",
             m.replaced_sessions.clone(),
+        );
+        registry.register(
+            "duplicate_uids",
+            "Agents told to take a new instance uid because a live agent with other identifying attributes holds theirs",
+            m.duplicate_uids.clone(),
+        );
+        registry.register(
+            "inflight_refused",
+            "OpAMP messages refused (HTTP 503, WebSocket UNAVAILABLE) because --max-inflight-bytes was in use",
+            m.inflight_refused.clone(),
+        );
+        registry.register(
+            "inflight_bytes",
+            "Bytes of OpAMP messages being received and handled right now",
+            m.inflight_bytes.clone(),
         );
         registry.register(
             "push_to_applied_seconds",

@@ -856,3 +856,83 @@ async fn the_collector_sends_its_own_telemetry_where_git_says() {
     assert_eq!(agent["status"], "applied", "{agent:#}");
     server.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_using_an_exporter_the_supervisors_collector_lacks_is_never_sent() {
+    let _stack = ONE_STACK_AT_A_TIME.lock().await;
+    let (sink, sink_port) = Sink::start().await;
+    let otlp_port = free_port();
+    let repo = ConfigRepo::new(otlp_port, sink_port);
+    let work = repo.work();
+    manage_nothing_yet(&repo);
+    let s = setup(&repo.url());
+    let server = start_with(s.options.clone()).await;
+    let admin = server.admin_addr;
+    let uid = uuid::Uuid::now_v7().to_string();
+    let _supervisor = Supervisor::start_with(
+        &s.dir.path().join("supervisor-components"),
+        &format!("ws://{}/v1/opamp", server.opamp_addr),
+        &uid,
+        |config| config["capabilities"]["reports_available_components"] = true.into(),
+    );
+
+    // The Supervisor reports its Collector's components; a config they cover is applied.
+    manage_it(&repo, admin, &uid).await;
+    let first = until_applied(admin, &uid, "the first config applied", |a| {
+        a["available_components"]["state"] == "known"
+    })
+    .await;
+    let components = &first["available_components"]["components"];
+    let exporters = components["exporters"]
+        .as_array()
+        .expect("exporters listed");
+    assert!(exporters.contains(&json!("otlphttp")), "{components:#}");
+    assert!(!exporters.contains(&json!("file")), "{components:#}");
+    assert!(
+        first["capabilities"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ReportsAvailableComponents")),
+        "{first:#}"
+    );
+    assert_eq!(
+        span_revision(&sink, otlp_port, "components-span-1").await,
+        "v1"
+    );
+
+    // A commit with a `file` exporter (which this distribution lacks) is not sent: the agent
+    // shows render_error naming the exporter and the rule, and keeps running v1.
+    add_file_exporter(
+        &work,
+        common::e2e::TEMPLATE,
+        &s.dir.path().join("spans.json"),
+    );
+    update_goldens(&work);
+    repo.commit_and_push("a file exporter");
+    let pushed = pushes(&server);
+    refresh(admin).await;
+    let refused = until_api(admin, &format!("/api/agents/{uid}"), "render_error", |a| {
+        a["status"] == "render_error"
+    })
+    .await;
+    let message = refused["last_error"].as_str().unwrap_or_default();
+    assert!(message.contains("exporter `file`"), "{refused:#}");
+    assert!(message.contains("rule `e2e`"), "{refused:#}");
+    assert_eq!(
+        refused["reported_hash"], first["desired_hash"],
+        "{refused:#}"
+    );
+    stays(
+        &server,
+        &uid,
+        Duration::from_secs(3),
+        pushed,
+        "render_error",
+    )
+    .await;
+    assert_eq!(
+        span_revision(&sink, otlp_port, "components-span-2").await,
+        "v1"
+    );
+    server.shutdown(Duration::from_secs(5)).await;
+}

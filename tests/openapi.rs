@@ -136,6 +136,31 @@ async fn the_document_is_valid_openapi_3_1_and_names_every_api_route() {
         API_ROUTES.len(),
         "documented: {documented_api:?}"
     );
+    // The `kind` filter takes exactly the kinds the server knows (its 400 lists them).
+    let refused = tokio::task::block_in_place(|| get(f.server.admin_addr, "/api/events?kind=nope"));
+    let message = refused.json()["error"].as_str().unwrap().to_owned();
+    let known = message
+        .split("(one of ")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{message}"));
+    let kind = doc["paths"]["/api/events"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "kind")
+        .expect("a kind parameter");
+    let pattern = kind["schema"]["pattern"].as_str().unwrap().to_owned();
+    let documented: Vec<&str> = pattern
+        .trim_start_matches("^(")
+        .trim_end_matches(")?$")
+        .split('|')
+        .collect();
+    assert_eq!(
+        documented,
+        known.split(", ").collect::<Vec<_>>(),
+        "{pattern}"
+    );
     // The mutating operations name the admin token.
     assert_eq!(
         doc["paths"]["/api/refresh"]["post"]["security"][0]["admin_token"],

@@ -182,6 +182,9 @@ pub struct AgentDetail {
     #[schema(format = DateTime)]
     pub first_seen: String,
     pub accepts_restart: bool,
+    /// The components the agent's build has (`ReportsAvailableComponents`); null when unknown.
+    #[schema(value_type = Object)]
+    pub available_components: Value,
 }
 
 /// An agent's health report, with that of its components (pipelines, receivers, ...).
@@ -267,6 +270,7 @@ pub fn agent_detail(state: &AdminState, uid: &str) -> Result<AgentDetail, ApiErr
     Ok(AgentDetail {
         capabilities: agent_caps::names(rec.state.capabilities),
         accepts_restart: rec.state.has(agent_caps::ACCEPTS_RESTART_COMMAND),
+        available_components: rec.components.to_json(),
         identifying_attributes: rec.info.identifying.clone(),
         non_identifying_attributes: rec.info.non_identifying.clone(),
         token_name: rec.token_name.clone(),
@@ -371,7 +375,7 @@ pub fn rule_views(state: &AdminState) -> Vec<RuleView> {
 /// `GET /api/events`: the audit trail, newest first.
 #[utoipa::path(get, path = "/api/events", operation_id = "listEvents", tag = "events",
     params(
-        ("kind" = Option<String>, Query, pattern = "^(revision_applied|revision_rejected|config_sent|status_reported|refresh|push|restart|agent_forgotten|rollout_paused|rollout_resumed|rollout_promoted)?$",
+        ("kind" = Option<String>, Query, pattern = "^(revision_applied|revision_rejected|config_sent|status_reported|refresh|push|restart|agent_forgotten|rollout_paused|rollout_resumed|rollout_promoted|duplicate_uid)?$",
             description = "Only events of this kind (empty: every kind)"),
         ("agent" = Option<String>, Query, description = "Only events about this agent (instance uid)"),
         ("limit" = Option<i32>, Query, minimum = 0, description = "Page size (default 100; larger values are capped at 1000)"),

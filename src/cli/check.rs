@@ -3,6 +3,7 @@
 
 use super::{exit, read_repo_dir};
 use crate::diagnostics::Diagnostic;
+use crate::repo::components::ComponentSet;
 use crate::repo::{compile, CompileOptions, SampleReport, Summary};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,12 @@ pub struct CheckArgs {
     /// Also run this Collector's `validate` command on every distinct rendered config.
     #[arg(long, value_name = "PATH")]
     pub otelcol: Option<PathBuf>,
+    /// The components of the Collector build the agents run (YAML: `receivers: [...]`,
+    /// `exporters: [...]`..., or the output of `otelcol components`): a render using a
+    /// component type it lacks is an error, for every sample agent without its own
+    /// `available_components:`.
+    #[arg(long, value_name = "FILE")]
+    pub components: Option<PathBuf>,
 }
 
 pub fn run(args: &CheckArgs) -> i32 {
@@ -41,11 +48,22 @@ pub fn run(args: &CheckArgs) -> i32 {
             return exit::USAGE;
         }
     }
+    let components = match &args.components {
+        None => None,
+        Some(path) => match read_components(path) {
+            Ok(set) => Some(std::sync::Arc::new(set)),
+            Err(message) => {
+                eprintln!("error: --components {message}");
+                return exit::USAGE;
+            }
+        },
+    };
     let options = CompileOptions {
         update_goldens: args.update,
         otelcol: args.otelcol.clone(),
         repo_dir: Some(args.dir.display().to_string()),
         resolve_telemetry: false,
+        components,
     };
     let output = compile(&snapshot, snapshot.digest(), &options);
     if args.update {
@@ -64,6 +82,18 @@ pub fn run(args: &CheckArgs) -> i32 {
     } else {
         exit::OK
     }
+}
+
+fn read_components(path: &Path) -> Result<ComponentSet, String> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("`{name}`: {e}"))?;
+    ComponentSet::parse_file(&name, &text).map_err(|found| {
+        found
+            .iter()
+            .map(Diagnostic::human)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 fn write_goldens(

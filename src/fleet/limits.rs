@@ -196,6 +196,34 @@ impl InputLimits {
         }
     }
 
+    /// Whether a components report is over what `apply` keeps of it (entries, depth, names):
+    /// cut, it would list fewer components than the build has.
+    pub fn components_over(&self, components: &AvailableComponents) -> bool {
+        fn over(
+            map: &BTreeMap<String, ComponentDetails>,
+            depth: usize,
+            budget: &mut usize,
+            max_key: usize,
+        ) -> bool {
+            if map.is_empty() {
+                return false;
+            }
+            if depth > MAX_DEPTH || map.len() > *budget || map.keys().any(|k| k.len() > max_key) {
+                return true;
+            }
+            *budget -= map.len();
+            map.values()
+                .any(|d| over(&d.sub_component_map, depth + 1, budget, max_key))
+        }
+        let mut budget = self.max_entries * 4;
+        over(
+            &components.components,
+            0,
+            &mut budget,
+            self.max_attribute_bytes,
+        )
+    }
+
     fn bound_components(&self, components: &mut AvailableComponents) {
         let mut budget = self.max_entries * 4;
         bound_map(

@@ -3,6 +3,7 @@
 //! an agent whose reported hash differs from its desired hash is offered the desired config.
 
 pub mod attach;
+pub mod components;
 pub mod connections;
 pub mod drift;
 pub mod events;
@@ -117,6 +118,8 @@ pub struct Fleet {
     persist: persist::Persistence,
     /// Staged rollouts: which waves each scope admits under the revision served.
     rollouts: rollout::Rollouts,
+    /// Agents' component lists, by the hash they report.
+    catalog: components::ComponentCatalog,
     started: Instant,
     /// When the registry last took in an agent it did not know (rollouts wait for the fleet
     /// to reconnect after a start before they infer waves from it).
@@ -155,6 +158,7 @@ impl Fleet {
             audit,
             persist: persist::Persistence::default(),
             rollouts: rollout::Rollouts::default(),
+            catalog: components::ComponentCatalog::default(),
             started: Instant::now(),
             last_new_agent: Mutex::new(Instant::now()),
         }
@@ -234,7 +238,30 @@ impl Fleet {
 
     /// The desired config of an agent under the revision served.
     pub fn desired(&self, record: &AgentRecord) -> Desired {
-        desired_in(self.served().as_deref(), &record.info)
+        self.desired_of(self.served().as_deref(), record)
+    }
+
+    /// The desired config of an agent under `served`: its rule's render, unless it uses a
+    /// component type the agent's build lacks, which makes it a render error naming both.
+    pub fn desired_of(&self, served: Option<&Served>, record: &AgentRecord) -> Desired {
+        let desired = desired_in(served, &record.info);
+        let (Desired::Config(config), Some(served), Some(have)) =
+            (&desired, served, record.components.set())
+        else {
+            return desired;
+        };
+        let missing = have.missing(&served.used_components(config));
+        if missing.is_empty() {
+            return desired;
+        }
+        let message =
+            crate::repo::components::missing_message(&config.rule, &missing, "the agent's");
+        Desired::Invalid {
+            rule: config.rule.clone(),
+            diagnostics: Arc::new(vec![
+                crate::diagnostics::Diagnostic::error(message).for_rule(&config.rule)
+            ]),
+        }
     }
 
     fn intent(
@@ -255,6 +282,8 @@ impl Fleet {
                 self.capabilities
             },
             remote_config: match (desired, served) {
+                // Until its components are known, what it can run is not.
+                _ if rec.components.wanted() => None,
                 _ if self.held(rec, desired, served) => None,
                 (Desired::Config(config), Some(served)) => Some(served.encoded(config)),
                 _ => None,
@@ -302,6 +331,13 @@ impl Fleet {
         (!empty).then(|| builders::with_hash(offers))
     }
 
+    /// Whether a message from `uid` would find its record: the agent is known, or there is room
+    /// for one more.
+    pub fn has_room_for(&self, uid: &InstanceUid) -> bool {
+        let agents = self.agents.read().unwrap_or_else(|e| e.into_inner());
+        agents.contains_key(uid) || agents.len() < self.config.max_agents
+    }
+
     /// Looks up or creates the record of `uid`; `None` when the registry is full.
     fn record_for(
         &self,
@@ -335,6 +371,14 @@ impl Fleet {
     /// Takes in one message from an agent and returns the reply.
     pub fn handle(&self, mut msg: AgentToServer, connection: &Connection) -> Handled {
         let uid_bytes = msg.instance_uid.clone();
+        // Read before the limits cut the report: a cut list would lack components the build has.
+        let components_report = msg.available_components.as_ref().map(|report| {
+            let list = (!report.components.is_empty()).then(|| {
+                (!self.config.limits.components_over(report))
+                    .then(|| components::from_report(report))
+            });
+            (report.hash.clone(), list)
+        });
         if let Err(why) = self.config.limits.apply(&mut msg) {
             return Handled::Rejected(session::error_reply(
                 uid_bytes,
@@ -376,6 +420,9 @@ impl Fleet {
             return Handled::Unavailable { reply, retry_after };
         };
         let mut rec = lock(&record);
+        if self.is_duplicate(&rec, &msg, connection) {
+            return self.reassign(rec, &uid_bytes, connection);
+        }
         persist::continue_or_reset(&mut rec, msg.sequence_num);
         rec.uid_bytes = uid_bytes.clone();
         rec.last_seen = SystemTime::now();
@@ -394,6 +441,21 @@ impl Fleet {
         if received.description_changed {
             rec.refresh_info();
         }
+        rec.components = components::next(
+            &self.catalog,
+            &rec.components,
+            rec.state.has(agent_caps::REPORTS_AVAILABLE_COMPONENTS),
+            components_report,
+        );
+        let ask_components = rec.components.wanted() && !received.disconnect;
+        if let components::AgentComponents::Unknown { asks, .. } = &mut rec.components {
+            if ask_components {
+                *asks += 1;
+                if *asks > components::MAX_ASKS {
+                    tracing::warn!(agent = %uid, "the agent reports available components but did not send its list when asked: configs go out unchecked");
+                }
+            }
+        }
         if let Some((hash, status, error)) = &received.status_report {
             self.on_status_report(&mut rec, hash, *status, error);
         }
@@ -403,7 +465,7 @@ impl Fleet {
             tracing::info!(agent = %uid, "agent disconnected");
         }
         let served = self.served();
-        let desired = desired_in(served.as_deref(), &rec.info);
+        let desired = self.desired_of(served.as_deref(), &rec);
         let revision = served.as_ref().map(|s| s.id());
         if let Desired::Invalid { .. } = &desired {
             if rec.render_error_revision.as_deref() != revision {
@@ -412,13 +474,16 @@ impl Fleet {
             }
         }
         let intent = self.intent(&rec, &desired, served.as_deref(), connection.id);
-        let (reply, events) = session::reply(
+        let (mut reply, events) = session::reply(
             &mut rec.state,
             &uid_bytes,
             &received,
             &intent,
             InstanceUid::new_v7,
         );
+        if ask_components && rec.components.wanted() {
+            reply.message.flags |= crate::opamp::FLAG_REPORT_AVAILABLE_COMPONENTS;
+        }
         if let Some((hash, RemoteConfigStatuses::Applied, _)) = &received.status_report {
             let rendered = matches!(&desired, Desired::Config(c) if c.hash[..] == hash[..]);
             history::applied(
@@ -437,6 +502,74 @@ impl Fleet {
             self.persist.mark(new_uid);
         }
         Handled::Reply { uid, reply }
+    }
+
+    /// Whether `msg` comes from another agent than the live one holding its uid (cloned VMs, a
+    /// bad uid generator): it describes itself with other identifying attributes while that
+    /// agent is live on another WebSocket, or, over HTTP (no connection to tell them apart),
+    /// while it is live and the message does not continue its sequence. With the same
+    /// identifying attributes it is the same agent reconnecting.
+    fn is_duplicate(
+        &self,
+        rec: &AgentRecord,
+        msg: &AgentToServer,
+        connection: &Connection,
+    ) -> bool {
+        let (Some(new), Some(held)) = (&msg.agent_description, &rec.state.description) else {
+            return false;
+        };
+        if record::attribute_texts(&new.identifying_attributes)
+            == record::attribute_texts(&held.identifying_attributes)
+        {
+            return false;
+        }
+        match &rec.session {
+            Some(session) if rec.connected && !session.commands.is_closed() => {
+                session.connection != connection.id
+            }
+            _ => {
+                let continues = rec
+                    .state
+                    .sequence_num
+                    .is_some_and(|prev| msg.sequence_num == prev.wrapping_add(1));
+                connection.commands.is_none() && rec.connected && !continues && !self.is_stale(rec)
+            }
+        }
+    }
+
+    /// Tells the newer of two agents sharing a uid to take a new one; the live agent keeps its
+    /// record untouched.
+    fn reassign(
+        &self,
+        rec: MutexGuard<'_, AgentRecord>,
+        uid_bytes: &Bytes,
+        connection: &Connection,
+    ) -> Handled {
+        let old = rec.uid;
+        drop(rec);
+        let new = InstanceUid::new_v7();
+        if connection.commands.is_some() {
+            self.connections.rename(connection.id, old, new);
+        }
+        self.metrics.duplicate_uids.inc();
+        tracing::warn!(agent = %old, new_uid = %new, transport = connection.transport.as_str(), "a second agent claims this instance uid with other identifying attributes: told to take a new uid");
+        self.audit.record(AuditKind::DuplicateUid {
+            agent: old.to_string(),
+            new_uid: new.to_string(),
+            transport: connection.transport.as_str().to_owned(),
+        });
+        let reply = Reply {
+            message: crate::opamp::proto::ServerToAgent {
+                instance_uid: uid_bytes.clone(),
+                capabilities: self.capabilities,
+                agent_identification: Some(crate::opamp::proto::AgentIdentification {
+                    new_instance_uid: Bytes::copy_from_slice(new.as_bytes()),
+                }),
+                ..Default::default()
+            },
+            remote_config: None,
+        };
+        Handled::Reply { uid: new, reply }
     }
 
     /// A WebSocket session takes over the agent; an older live session is told to close.
@@ -562,7 +695,7 @@ impl Fleet {
             return None;
         }
         let served = self.served();
-        let desired = desired_in(served.as_deref(), &rec.info);
+        let desired = self.desired_of(served.as_deref(), &rec);
         let intent = self.intent(&rec, &desired, served.as_deref(), connection);
         let uid_bytes = rec.uid_bytes.clone();
         let (reply, events) = session::push(&mut rec.state, &uid_bytes, &intent)?;
@@ -679,7 +812,7 @@ impl Fleet {
                 {
                     continue;
                 }
-                let Desired::Config(config) = served.desired(&rec.info) else {
+                let Desired::Config(config) = self.desired_of(Some(&served), &rec) else {
                     continue;
                 };
                 let Some(place) = rollout::placement(spec, &config.rule, &rec.uid, &rec.info)

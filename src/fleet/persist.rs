@@ -389,7 +389,7 @@ impl Fleet {
     /// cleared: a failed write sets it again).
     fn stored_agent(&self, rec: &mut AgentRecord, replica_id: &str) -> StoredAgent {
         let served = self.served();
-        let desired = super::served::desired_in(served.as_deref(), &rec.info);
+        let desired = self.desired_of(served.as_deref(), rec);
         let (desired_hash, rule) = match &desired {
             Desired::Config(c) => (Some(c.hash_hex()), Some(c.rule.clone())),
             Desired::Invalid { rule, .. } => (None, Some(rule.clone())),

@@ -82,6 +82,8 @@ pub struct AgentRecord {
     pub effective_version: u64,
     /// The last drift verdict and what it was computed from: (desired hash, effective version).
     pub drift_memo: Cell<Option<(ConfigHash, u64, Option<bool>)>>,
+    /// What its build contains, as far as the server knows.
+    pub components: super::components::AgentComponents,
 }
 
 impl AgentRecord {
@@ -111,6 +113,7 @@ impl AgentRecord {
             applied_hash: None,
             effective_version: 0,
             drift_memo: Cell::new(None),
+            components: Default::default(),
         }
     }
 

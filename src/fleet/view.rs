@@ -2,7 +2,6 @@
 //! agent, computed from its record and the current revision.
 
 use super::record::{AgentRecord, Transport};
-use super::served;
 use super::status::{status, Status};
 use super::Fleet;
 use crate::repo::Desired;
@@ -37,7 +36,7 @@ pub struct AgentSummary {
 impl Fleet {
     pub fn summary(&self, rec: &AgentRecord) -> AgentSummary {
         let served = self.served();
-        let desired = served::desired_in(served.as_deref(), &rec.info);
+        let desired = self.desired_of(served.as_deref(), rec);
         let mut summary_status = status(&rec.state, &desired);
         if let (Status::Applied, Desired::Config(config)) = (summary_status, &desired) {
             if rec.drifted_from(config) == Some(true) {

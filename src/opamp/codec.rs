@@ -6,8 +6,8 @@ use bytes::Bytes;
 use prost::Message;
 use std::io::Read;
 
-/// The default limit on a decompressed inbound message.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// The default limit on a decompressed inbound message: the specification's recommended 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 64 << 20;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -17,6 +17,8 @@ pub enum CodecError {
     BadHeader,
     #[error("message is larger than the {limit}-byte limit")]
     TooLarge { limit: usize },
+    #[error("the server's in-flight byte budget is spent")]
+    OverBudget,
     #[error("body is not valid gzip: {0}")]
     Gzip(String),
     #[error("not a valid AgentToServer message: {0}")]
@@ -47,15 +49,37 @@ pub fn decode_agent_message(payload: &[u8]) -> Result<AgentToServer, CodecError>
 
 /// Gunzips `body`, refusing to produce more than `limit` bytes (gzip bombs included).
 pub fn gunzip_limited(body: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
-    let mut decoder = flate2::read::GzDecoder::new(body).take(limit as u64 + 1);
+    gunzip_limited_with(body, limit, |_| true)
+}
+
+/// Gunzips `body` as `gunzip_limited` does, asking `reserve(total)` before the output grows to
+/// `total` bytes: `false` stops with `OverBudget`.
+pub fn gunzip_limited_with(
+    body: &[u8],
+    limit: usize,
+    mut reserve: impl FnMut(usize) -> bool,
+) -> Result<Vec<u8>, CodecError> {
+    const CHUNK: usize = 64 * 1024;
+    let mut decoder = flate2::read::GzDecoder::new(body);
     let mut out = Vec::new();
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| CodecError::Gzip(e.to_string()))?;
-    if out.len() > limit {
-        return Err(CodecError::TooLarge { limit });
+    loop {
+        let start = out.len();
+        if start > limit {
+            return Err(CodecError::TooLarge { limit });
+        }
+        if !reserve(start + CHUNK) {
+            return Err(CodecError::OverBudget);
+        }
+        out.resize(start + CHUNK, 0);
+        let read = decoder
+            .read(&mut out[start..])
+            .map_err(|e| CodecError::Gzip(e.to_string()))?;
+        out.truncate(start + read);
+        if read == 0 {
+            out.shrink_to_fit();
+            return Ok(out);
+        }
     }
-    Ok(out)
 }
 
 pub fn gzip(data: &[u8]) -> Vec<u8> {

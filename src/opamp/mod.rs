@@ -28,6 +28,7 @@ pub mod agent_caps {
     pub const REPORTS_HEALTH: u64 = 0x800;
     pub const REPORTS_REMOTE_CONFIG: u64 = 0x1000;
     pub const REPORTS_HEARTBEAT: u64 = 0x2000;
+    pub const REPORTS_AVAILABLE_COMPONENTS: u64 = 0x4000;
 
     /// Every capability name with its bit, for display.
     pub const NAMES: &[(u64, &str)] = &[
@@ -78,3 +79,5 @@ pub mod server_caps {
 pub const FLAG_REQUEST_INSTANCE_UID: u64 = 0x1;
 /// `ServerToAgent.flags`.
 pub const FLAG_REPORT_FULL_STATE: u64 = 0x1;
+/// `ServerToAgent.flags`: send the full `available_components` list.
+pub const FLAG_REPORT_AVAILABLE_COMPONENTS: u64 = 0x2;

@@ -2,7 +2,8 @@
 //! when fleet.yaml and every template compile and every sample agent renders, validates, matches
 //! its expected rule and its golden files. Anything less is a list of diagnostics and no revision.
 
-use super::fleet::{FleetSpec, RuleOutput, FLEET_FILE};
+use super::components::{missing_message, ComponentSet, UsedComponents};
+use super::fleet::{FleetSpec, Rule, RuleOutput, FLEET_FILE};
 use super::render::{Desired, DesiredConfig, Revision};
 use super::samples::{self, GoldenSpec, Sample};
 use super::snapshot::Snapshot;
@@ -25,6 +26,9 @@ pub struct CompileOptions {
     /// Resolve the `${env:…}` / `${file:…}` references of `telemetry:` sections (a server does;
     /// `check` runs where those secrets are not, and validates their form only).
     pub resolve_telemetry: bool,
+    /// `check --components FILE`: the build of every sample agent without its own
+    /// `available_components:`.
+    pub components: Option<Arc<ComponentSet>>,
 }
 
 impl CompileOptions {
@@ -226,17 +230,21 @@ pub fn compile(
             });
             output.sample_rules.insert(sample.file.clone(), rule);
         }
-        for rule in &revision.fleet.rules {
+        for (index, rule) in revision.fleet.rules.iter().enumerate() {
             if !exercised.contains(&rule.name) {
+                let message =
+                    shadowed(&revision.fleet.rules, index, &samples).unwrap_or_else(|| {
+                        format!(
+                            "no sample agent in {}/ exercises rule `{}`",
+                            samples::AGENTS_DIR,
+                            rule.name
+                        )
+                    });
                 diagnostics.push(
-                    Diagnostic::warning(format!(
-                        "no sample agent in {}/ exercises rule `{}`",
-                        samples::AGENTS_DIR,
-                        rule.name
-                    ))
-                    .in_file(FLEET_FILE)
-                    .at(Some(rule.line), None)
-                    .for_rule(&rule.name),
+                    Diagnostic::warning(message)
+                        .in_file(FLEET_FILE)
+                        .at(Some(rule.line), None)
+                        .for_rule(&rule.name),
                 );
             }
         }
@@ -265,6 +273,47 @@ fn sample_rollout(revision: &Revision, rule: &str, sample: &Sample) -> Option<Sa
         wave,
         label: spec.wave_label(wave),
     })
+}
+
+/// Why rule `index` is reached by no sample agent, when an earlier rule is the reason: it
+/// matches every agent this one matches (shadowed whatever the agents), or it takes every
+/// sample agent this one matches.
+fn shadowed(rules: &[Rule], index: usize, samples: &[samples::Sample]) -> Option<String> {
+    let rule = &rules[index];
+    let earlier = &rules[..index];
+    if let Some(winner) = earlier
+        .iter()
+        .find(|e| rule.selector.covered_by(&e.selector))
+    {
+        return Some(format!(
+            "rule `{}` is shadowed: every agent it matches is matched by the earlier rule `{}`, which wins",
+            rule.name, winner.name
+        ));
+    }
+    let matched: Vec<&samples::Sample> = samples
+        .iter()
+        .filter(|s| rule.selector.matches(&s.agent.attributes))
+        .collect();
+    if matched.is_empty() {
+        return None;
+    }
+    let winners: BTreeSet<&str> = matched
+        .iter()
+        .filter_map(|s| {
+            earlier
+                .iter()
+                .find(|e| e.selector.matches(&s.agent.attributes))
+        })
+        .map(|e| e.name.as_str())
+        .collect();
+    let names: Vec<&str> = matched.iter().map(|s| s.name()).collect();
+    Some(format!(
+        "rule `{}` is reached by no sample agent: the ones it matches ({}) all go to the earlier rule{} {}",
+        rule.name,
+        names.join(", "),
+        if winners.len() == 1 { "" } else { "s" },
+        winners.iter().map(|w| format!("`{w}`")).collect::<Vec<_>>().join(", ")
+    ))
 }
 
 /// Renders one sample agent through the same path as a live agent and checks what it expects.
@@ -305,6 +354,23 @@ fn check_sample(
         }
         Desired::Config(config) => config,
     };
+    let components = sample.components.as_ref().or(options.components.as_deref());
+    if let Some(have) = components {
+        let missing = have.missing(&UsedComponents::of_files(&config.files));
+        if !missing.is_empty() {
+            let whose = if sample.components.is_some() {
+                "this sample agent's (available_components)"
+            } else {
+                "the --components"
+            };
+            diagnostics.push(
+                Diagnostic::error(missing_message(&config.rule, &missing, whose))
+                    .in_file(&sample.file)
+                    .for_rule(&config.rule)
+                    .for_agent(sample.name()),
+            );
+        }
+    }
     if let Some(golden) = &sample.expect_config {
         check_golden(
             revision,

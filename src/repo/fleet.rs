@@ -3,7 +3,7 @@
 //! every error names the line it is about.
 
 use super::rollout::{self, RawRollout, RolloutSpec};
-use super::selector::{Pattern, Selector};
+use super::selector::{Pattern, Regex, Selector, Term};
 use super::telemetry::{ResolvedTelemetry, TelemetrySpec};
 use crate::diagnostics::Diagnostic;
 use serde::Deserialize;
@@ -305,26 +305,59 @@ fn merged_telemetry(
 pub(super) fn parse_selector(map: Map<String, Value>) -> Result<Selector, String> {
     let mut terms = BTreeMap::new();
     for (key, value) in map {
-        let patterns = match value {
-            Value::Array(items) => items
-                .into_iter()
-                .map(|item| scalar_text(&item).map(Pattern::new))
-                .collect::<Option<Vec<_>>>(),
-            other => scalar_text(&other).map(|s| vec![Pattern::new(s)]),
+        let term = match value {
+            Value::Object(operator) => parse_operator(&key, operator)?,
+            other => Term::AnyOf(patterns(&key, other)?),
         };
-        match patterns {
-            Some(p) if !p.is_empty() => {
-                terms.insert(key, p);
-            }
-            Some(_) => return Err(format!("`match.{key}` is an empty list: it would match no agent")),
-            None => {
-                return Err(format!(
-                    "`match.{key}` must be a string or a list of strings (agent attributes are compared as text)"
-                ))
-            }
-        }
+        terms.insert(key, term);
     }
     Ok(Selector::new(terms))
+}
+
+/// A string or a non-empty list of strings, as patterns.
+fn patterns(key: &str, value: Value) -> Result<Vec<Pattern>, String> {
+    let patterns = match value {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|item| scalar_text(&item).map(Pattern::new))
+            .collect::<Option<Vec<_>>>(),
+        other => scalar_text(&other).map(|s| vec![Pattern::new(s)]),
+    };
+    match patterns {
+        Some(p) if !p.is_empty() => Ok(p),
+        Some(_) => Err(format!("`match.{key}` is an empty list: it would match no agent")),
+        None => Err(format!(
+            "`match.{key}` must be a string, a list of strings (agent attributes are compared as text) or one operator: {{not: V}}, {{regex: RE}} or {{exists: true|false}}"
+        )),
+    }
+}
+
+/// `{not: V}`, `{regex: RE}` or `{exists: bool}`: exactly one operator.
+fn parse_operator(key: &str, operator: Map<String, Value>) -> Result<Term, String> {
+    let mut entries = operator.into_iter();
+    let (Some((name, value)), None) = (entries.next(), entries.next()) else {
+        return Err(format!(
+            "`match.{key}` must hold exactly one operator: {{not: V}}, {{regex: RE}} or {{exists: true|false}}"
+        ));
+    };
+    match name.as_str() {
+        "not" => patterns(&format!("{key}.not"), value).map(Term::NoneOf),
+        "regex" => {
+            let Value::String(source) = value else {
+                return Err(format!("`match.{key}.regex` must be a string"));
+            };
+            Regex::new(&source)
+                .map(Term::Regex)
+                .map_err(|e| format!("`match.{key}.regex` is not a valid regular expression: {e}"))
+        }
+        "exists" => match value {
+            Value::Bool(b) => Ok(Term::Exists(b)),
+            _ => Err(format!("`match.{key}.exists` must be true or false")),
+        },
+        other => Err(format!(
+            "`match.{key}` has unknown operator `{other}`: use not, regex or exists"
+        )),
+    }
 }
 
 fn scalar_text(value: &Value) -> Option<String> {

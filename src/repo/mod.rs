@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod compile;
+pub mod components;
 pub mod fleet;
 pub mod hash;
 pub mod locate;

@@ -2,6 +2,7 @@
 //! against the rule and golden files they expect.
 
 use super::agent::AgentInfo;
+use super::components::ComponentSet;
 use super::snapshot::Snapshot;
 use crate::diagnostics::Diagnostic;
 use serde::Deserialize;
@@ -24,6 +25,9 @@ struct RawSample {
     non_identifying: Option<BTreeMap<String, Value>>,
     #[serde(default)]
     expect: Option<RawExpect>,
+    /// The component types of the agent's build: `{receivers: [...], exporters: [...], ...}`.
+    #[serde(default)]
+    available_components: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +54,8 @@ pub struct Sample {
     pub agent: AgentInfo,
     pub expect_rule: Option<String>,
     pub expect_config: Option<GoldenSpec>,
+    /// Its build's components: renders using others are errors.
+    pub components: Option<ComponentSet>,
 }
 
 impl Sample {
@@ -105,6 +111,13 @@ pub fn parse(path: &str, body: &[u8]) -> Result<Sample, Vec<Diagnostic>> {
             .map_err(|e| error(format!("instance_uid `{text}` is not a UUID: {e}")))?,
         None => uid_from_file_name(path),
     };
+    let components = match &raw.available_components {
+        None => None,
+        Some(value) => Some(
+            ComponentSet::from_value(value, false)
+                .map_err(|e| error(format!("available_components: {e}")))?,
+        ),
+    };
     let expect = raw.expect.unwrap_or(RawExpect {
         rule: None,
         config: None,
@@ -114,6 +127,7 @@ pub fn parse(path: &str, body: &[u8]) -> Result<Sample, Vec<Diagnostic>> {
         agent: AgentInfo::new(uid.to_string(), identifying, non_identifying),
         expect_rule: expect.rule,
         expect_config: expect.config,
+        components,
     })
 }
 

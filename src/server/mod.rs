@@ -17,6 +17,7 @@ use crate::source::git::{is_git_url, GitOptions, GitSource};
 use crate::source::runner::{self, Source};
 use crate::source::RevisionStore;
 use crate::store::StoreOptions;
+use crate::transport::budget::{InflightBudget, DEFAULT_MAX_INFLIGHT_BYTES};
 use crate::transport::{opamp_router, OpampState};
 use anyhow::Context;
 use std::net::SocketAddr;
@@ -143,6 +144,10 @@ pub struct ServeOptions {
     /// Largest inbound message, measured after decompression.
     #[arg(long, env = "OPAMP_GITOPS_MAX_MESSAGE_BYTES", default_value_t = DEFAULT_MAX_MESSAGE_BYTES, help_heading = "Limits")]
     pub max_message_bytes: usize,
+    /// Bytes of OpAMP messages the server receives and handles at once, over every connection;
+    /// a message beyond it is refused (HTTP 503, WebSocket UNAVAILABLE) with a retry interval.
+    #[arg(long, env = "OPAMP_GITOPS_MAX_INFLIGHT_BYTES", default_value_t = DEFAULT_MAX_INFLIGHT_BYTES, help_heading = "Limits")]
+    pub max_inflight_bytes: usize,
     #[command(flatten)]
     pub limits: Limits,
     /// Deadline for reading a request body: OpAMP over plain HTTP, and every admin request.
@@ -203,6 +208,13 @@ pub struct Server {
 }
 
 pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
+    if options.max_inflight_bytes < options.max_message_bytes {
+        anyhow::bail!(
+            "--max-inflight-bytes ({}) must be at least --max-message-bytes ({}): a message of the largest size could never be received",
+            options.max_inflight_bytes,
+            options.max_message_bytes
+        );
+    }
     let metrics = Arc::new(Metrics::new());
     let audit = Arc::new(AuditLog::default());
     let (store, revisions) = RevisionStore::new(
@@ -274,6 +286,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         fleet: fleet.clone(),
         metrics: metrics.clone(),
         max_message_bytes: options.max_message_bytes,
+        budget: InflightBudget::new(options.max_inflight_bytes, metrics.inflight_bytes.clone()),
         shutdown: shutdown.clone(),
         sessions: sessions.clone(),
         agent_tokens,

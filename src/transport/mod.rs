@@ -3,6 +3,7 @@
 //! WebSocket upgrade (`ws`). Both authenticate the agent first and hand every message to the
 //! fleet; neither holds any policy.
 
+pub mod budget;
 pub mod http;
 pub mod ws;
 
@@ -38,6 +39,8 @@ pub struct OpampState {
     pub fleet: Arc<Fleet>,
     pub metrics: Arc<Metrics>,
     pub max_message_bytes: usize,
+    /// Bytes of messages being received and handled at once, over both transports.
+    pub budget: Arc<budget::InflightBudget>,
     pub shutdown: CancellationToken,
     /// Every live WebSocket session, so shutdown can wait for them to close.
     pub sessions: tokio_util::task::TaskTracker,

@@ -115,7 +115,11 @@ async fn run(state: OpampState, socket: WebSocket, token_name: Option<String>) {
                 match frame {
                     Message::Binary(data) => {
                         state.metrics.message_in(data.len());
-                        outgoing.extend(on_binary(&state, &connection, &mut named, &data));
+                        // The message is held under the budget until it is handled.
+                        match state.budget.try_reserve(data.len()) {
+                            Some(_held) => outgoing.extend(on_binary(&state, &connection, &mut named, &data)),
+                            None => outgoing.push(busy(&state, &fleet.connection_agents(connection_id))),
+                        }
                     }
                     Message::Text(_) => outgoing.push(malformed(&fleet.connection_agents(connection_id), "text frames are not OpAMP messages: send binary frames")),
                     Message::Close(_) => break,
@@ -228,12 +232,36 @@ fn on_binary(
     }
 }
 
+/// An `UNAVAILABLE` for a message that does not fit in the in-flight budget: the agent
+/// reconnects after the retry interval and sends it again.
+fn busy(state: &OpampState, agents: &[InstanceUid]) -> Reply {
+    state.metrics.inflight_refused.inc();
+    session::error_reply(
+        reply_uid(agents),
+        ServerErrorResponseType::Unavailable,
+        format!(
+            "the server is receiving its maximum of {} message bytes at once: retry later",
+            state.budget.limit()
+        ),
+        Some(super::http::BUSY_RETRY),
+    )
+}
+
+/// The uid an error reply carries: the connection's agent when there is exactly one.
+fn reply_uid(agents: &[InstanceUid]) -> Bytes {
+    match agents {
+        [one] => Bytes::copy_from_slice(one.as_bytes()),
+        _ => Bytes::new(),
+    }
+}
+
 /// A `BAD_REQUEST` for a message that could not be read; it names the connection's agent when
 /// there is exactly one.
 fn malformed(agents: &[InstanceUid], why: &str) -> Reply {
-    let uid = match agents {
-        [one] => Bytes::copy_from_slice(one.as_bytes()),
-        _ => Bytes::new(),
-    };
-    session::error_reply(uid, ServerErrorResponseType::BadRequest, why, None)
+    session::error_reply(
+        reply_uid(agents),
+        ServerErrorResponseType::BadRequest,
+        why,
+        None,
+    )
 }

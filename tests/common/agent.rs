@@ -178,6 +178,15 @@ impl WsAgent {
         self.ws.send(frame).await.expect("send");
     }
 
+    /// Writes raw bytes under the WebSocket framing (a frame header announcing a message the
+    /// test never sends, for instance).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let stream = self.ws.get_mut();
+        stream.write_all(bytes).await.expect("raw write");
+        stream.flush().await.expect("flush");
+    }
+
     /// The next frame of any kind, or None on timeout or close.
     pub async fn next_frame(&mut self, wait: Duration) -> Option<Message> {
         match tokio::time::timeout(wait, self.ws.next()).await {
