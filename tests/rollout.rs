@@ -638,10 +638,14 @@ async fn without_a_rollout_section_every_agent_moves_at_once() {
             .then_some(())
     })
     .await;
-    assert!(f
-        .sims
-        .iter()
-        .all(|s| status_of(&f.server, &s.uid) == "applied"));
+    // Each agent's APPLIED report follows its config: the server sees it a moment later.
+    eventually(DEADLINE, "everyone applied", || {
+        f.sims
+            .iter()
+            .all(|s| status_of(&f.server, &s.uid) == "applied")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
