@@ -23,7 +23,7 @@ use crate::opamp::builders;
 use crate::opamp::codec::Reply;
 use crate::opamp::proto::{
     AgentToServer, ConnectionSettingsOffers, OpAmpConnectionSettings, RemoteConfigStatuses,
-    ServerErrorResponseType, TelemetryConnectionSettings,
+    ServerErrorResponseType,
 };
 use crate::opamp::session::{self, ConnectionId, Intent, SessionEvent};
 use crate::opamp::uid::InstanceUid;
@@ -32,7 +32,6 @@ use crate::options::parse_duration;
 use crate::repo::fleet::FLEET_SCOPE;
 use crate::repo::hash::ConfigHash;
 use crate::repo::rollout::RolloutSpec;
-use crate::repo::telemetry::ResolvedTelemetry;
 use crate::repo::Desired;
 use crate::source::RevisionWatch;
 use bytes::Bytes;
@@ -40,7 +39,7 @@ use connections::ConnectionIndex;
 use limits::{InputLimits, MAX_AGENTS_PER_CONNECTION};
 use lineage::Lineage;
 use record::{AgentRecord, LiveSession, SessionCommand, Transport};
-use served::{desired_in, Served};
+use served::{desired_in, Served, Takes};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -273,8 +272,7 @@ impl Fleet {
     ) -> Intent {
         // Connection settings are offered with a heartbeat interval to offer, or a revision
         // whose rules name own-telemetry destinations.
-        let offers_settings = self.heartbeat.is_some()
-            || served.is_some_and(|s| s.revision.fleet.rules.iter().any(|r| r.telemetry.is_some()));
+        let offers_settings = self.heartbeat.is_some() || served.is_some_and(|s| s.has_telemetry);
         Intent {
             capabilities: if offers_settings {
                 self.capabilities | server_caps::OFFERS_CONNECTION_SETTINGS
@@ -302,33 +300,31 @@ impl Fleet {
         served: Option<&Served>,
     ) -> Option<ConnectionSettingsOffers> {
         let state = &rec.state;
-        let telemetry = desired
-            .rule()
-            .zip(served)
-            .and_then(|(rule, served)| served.revision.fleet.rules.iter().find(|r| r.name == rule))
-            .and_then(|rule| rule.telemetry.as_ref())
-            .and_then(|telemetry| telemetry.resolved.as_deref());
-        let own =
-            |caps: u64, pick: fn(&ResolvedTelemetry) -> &Option<TelemetryConnectionSettings>| {
-                telemetry
-                    .filter(|_| state.has(caps))
-                    .and_then(|t| pick(t).clone())
-            };
-        let offers = ConnectionSettingsOffers {
-            opamp: self
+        let mut takes = Takes::default();
+        for (cap, bit) in [
+            (agent_caps::REPORTS_HEARTBEAT, Takes::HEARTBEAT),
+            (agent_caps::REPORTS_OWN_METRICS, Takes::METRICS),
+            (agent_caps::REPORTS_OWN_LOGS, Takes::LOGS),
+            (agent_caps::REPORTS_OWN_TRACES, Takes::TRACES),
+        ] {
+            if state.has(cap) {
+                takes.0 |= bit;
+            }
+        }
+        match served {
+            Some(served) => served.settings_offer(desired.rule(), takes, self.heartbeat.as_ref()),
+            // Before any revision: only the heartbeat interval.
+            None => self
                 .heartbeat
                 .clone()
-                .filter(|_| state.has(agent_caps::REPORTS_HEARTBEAT)),
-            own_metrics: own(agent_caps::REPORTS_OWN_METRICS, |t| &t.metrics),
-            own_logs: own(agent_caps::REPORTS_OWN_LOGS, |t| &t.logs),
-            own_traces: own(agent_caps::REPORTS_OWN_TRACES, |t| &t.traces),
-            ..Default::default()
-        };
-        let empty = offers.opamp.is_none()
-            && offers.own_metrics.is_none()
-            && offers.own_logs.is_none()
-            && offers.own_traces.is_none();
-        (!empty).then(|| builders::with_hash(offers))
+                .filter(|_| takes.0 & Takes::HEARTBEAT != 0)
+                .map(|opamp| {
+                    builders::with_hash(ConnectionSettingsOffers {
+                        opamp: Some(opamp),
+                        ..Default::default()
+                    })
+                }),
+        }
     }
 
     /// Whether a message from `uid` would find its record: the agent is known, or there is room
@@ -805,14 +801,27 @@ impl Fleet {
             }
         }
         if !scopes.is_empty() {
-            for record in self.records() {
+            // This replica's agents move its waves; other replicas' agents (a shared store) are
+            // shown with the rollout, not counted.
+            let local = self.records().into_iter().map(|record| (record, false));
+            let remote = self
+                .remote_records()
+                .into_iter()
+                .map(|record| (record, true));
+            for (record, remote) in local.chain(remote) {
                 let rec = lock(&record);
-                if rec.state.description.is_none()
-                    || !rec.state.has(agent_caps::ACCEPTS_REMOTE_CONFIG)
+                if !remote
+                    && (rec.state.description.is_none()
+                        || !rec.state.has(agent_caps::ACCEPTS_REMOTE_CONFIG))
                 {
                     continue;
                 }
-                let Desired::Config(config) = self.desired_of(Some(&served), &rec) else {
+                let desired = if remote {
+                    served.desired(&rec.info)
+                } else {
+                    self.desired_of(Some(&served), &rec)
+                };
+                let Desired::Config(config) = desired else {
                     continue;
                 };
                 let Some(place) = rollout::placement(spec, &config.rule, &rec.uid, &rec.info)
@@ -822,36 +831,14 @@ impl Fleet {
                 let Some((_, observed)) = scopes.get_mut(place.scope) else {
                     continue;
                 };
+                let failed_here = !remote && rec.state.failed_hash == Some(config.hash);
                 observed.push(rollout::Observed {
                     uid: rec.uid,
                     wave: place.wave,
                     standing: rollout::standing(&rec.state, &config.hash),
-                    moved: rec.state.reported_hash() == Some(&config.hash[..])
-                        || rec.state.failed_hash == Some(config.hash),
-                    active: rec.connected && !self.is_stale(&rec),
-                    remote: false,
-                });
-            }
-            // Other replicas' agents (a shared store) are shown with the rollout, not counted.
-            for record in self.remote_records() {
-                let rec = lock(&record);
-                let Desired::Config(config) = served.desired(&rec.info) else {
-                    continue;
-                };
-                let Some(place) = rollout::placement(spec, &config.rule, &rec.uid, &rec.info)
-                else {
-                    continue;
-                };
-                let Some((_, observed)) = scopes.get_mut(place.scope) else {
-                    continue;
-                };
-                observed.push(rollout::Observed {
-                    uid: rec.uid,
-                    wave: place.wave,
-                    standing: rollout::standing(&rec.state, &config.hash),
-                    moved: rec.state.reported_hash() == Some(&config.hash[..]),
-                    active: false,
-                    remote: true,
+                    moved: rec.state.reported_hash() == Some(&config.hash[..]) || failed_here,
+                    active: !remote && rec.connected && !self.is_stale(&rec),
+                    remote,
                 });
             }
         }

@@ -209,17 +209,7 @@ impl Fleet {
         replica_id: &str,
         agents: Vec<StoredAgent>,
     ) -> usize {
-        *self
-            .persist
-            .replica_id
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(replica_id.to_owned());
-        self.persist
-            .status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .backend = backend;
-        self.persist.enabled.store(true, Ordering::Relaxed);
+        self.persist_from_start(backend, replica_id);
         let ttl = self.config.agent_ttl;
         let now = SystemTime::now();
         let mut registry = self.agents.write().unwrap_or_else(|e| e.into_inner());

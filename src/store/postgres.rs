@@ -439,11 +439,7 @@ async fn load(client: &mut Client, me: &str) -> Result<Loaded, tokio_postgres::E
         )
         .await?
         .iter()
-        .map(|r| StoredEvent {
-            id: r.get::<_, i64>(0) as u64,
-            at: from_millis(r.get(1)),
-            body: r.get(2),
-        })
+        .map(stored_event)
         .collect();
     events.reverse();
     Ok(Loaded {
@@ -535,11 +531,7 @@ impl PostgresStore {
             .await
             .map_err(|e| io(&self.target, e))?
             .iter()
-            .map(|r| StoredEvent {
-                id: r.get::<_, i64>(0) as u64,
-                at: from_millis(r.get(1)),
-                body: r.get(2),
-            })
+            .map(stored_event)
             .collect();
         events.reverse();
         Ok(events)
@@ -601,5 +593,14 @@ async fn forward_notifications<S, T>(
                 _ => return,
             }
         }
+    }
+}
+
+/// An `events` row selected as `id, at, body::text`.
+fn stored_event(row: &tokio_postgres::Row) -> StoredEvent {
+    StoredEvent {
+        id: row.get::<_, i64>(0) as u64,
+        at: from_millis(row.get(1)),
+        body: row.get(2),
     }
 }
