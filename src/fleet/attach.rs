@@ -27,6 +27,8 @@ pub struct Attach {
     pub password: Option<String>,
     pub replica_id: String,
     pub flush_interval: Duration,
+    /// Wakes this replica's source fetch (when another replica took a new revision).
+    pub refresh: Arc<tokio::sync::Notify>,
 }
 
 /// Opens the store and restores from it before the server serves, or, when the database is
@@ -128,7 +130,12 @@ async fn run(a: Attach, store: Arc<FleetStore>, event_ids_from: u64, shutdown: C
         event_ids_from,
     };
     tokio::join!(
-        relay(a.fleet.clone(), store.clone(), shutdown.clone()),
+        relay(
+            a.fleet.clone(),
+            store.clone(),
+            a.refresh.clone(),
+            shutdown.clone(),
+        ),
         Flusher::beat(store, replica, shutdown.clone()),
         flusher.run(shutdown),
     );

@@ -41,6 +41,10 @@ pub const REMOTE_EVENTS_SHOWN: usize = 1000;
 /// The NOTIFY action that says rollout decisions were stored.
 const ROLLOUT_DECIDED: &str = "rollout";
 
+/// The NOTIFY action that says a replica took a new revision (its commit in `uid`): the others
+/// fetch at once, so a webhook that reached one replica through the Service reaches them all.
+const REVISION_TAKEN: &str = "revision";
+
 /// Agents held by other replicas, as read from the shared store.
 type Remote = HashMap<InstanceUid, Arc<Mutex<AgentRecord>>>;
 
@@ -559,12 +563,22 @@ pub struct ForwardedAction {
 }
 
 /// Carries actions between replicas through the shared store: NOTIFYs what this replica
-/// forwards, and carries out what others forward to it.
-pub async fn relay(fleet: Arc<Fleet>, store: Arc<FleetStore>, shutdown: CancellationToken) {
+/// forwards and each revision it takes, and carries out what others forward to it (a
+/// revision another replica took wakes `refresh`, this replica's fetch).
+pub async fn relay(
+    fleet: Arc<Fleet>,
+    store: Arc<FleetStore>,
+    refresh: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
     let Some(shared) = store.shared() else {
         return;
     };
     let me = fleet.persist.replica_id().unwrap_or_default();
+    let mut revisions = fleet.subscribe();
+    let current_commit = |revisions: &crate::source::RevisionWatch| {
+        revisions.borrow().as_ref().map(|r| r.id.clone())
+    };
     let (tx, mut outgoing) = mpsc::unbounded_channel::<String>();
     *fleet
         .persist
@@ -585,11 +599,34 @@ pub async fn relay(fleet: Arc<Fleet>, store: Arc<FleetStore>, shutdown: Cancella
                     tracing::warn!(error = %e, payload, "could not forward an action to its replica");
                 }
             }
+            changed = revisions.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let Some(commit) = current_commit(&revisions) else {
+                    continue;
+                };
+                let taken = ForwardedAction {
+                    action: REVISION_TAKEN.into(),
+                    uid: commit,
+                    replica: me.clone(),
+                };
+                if let Err(e) = shared.notify(&serde_json::to_string(&taken).unwrap_or_default()).await {
+                    tracing::debug!(error = %e, "could not announce the new revision: the other replicas take it at their next poll");
+                }
+            }
             payload = async { incoming.as_mut()?.recv().await }, if incoming.is_some() => {
                 let Some(payload) = payload else {
                     incoming = None;
                     continue;
                 };
+                if let Some(commit) = revision_taken_elsewhere(&payload, &me) {
+                    if current_commit(&revisions).as_deref() != Some(commit.as_str()) {
+                        tracing::info!(commit, "another replica took a new revision: fetching now");
+                        refresh.notify_one();
+                    }
+                    continue;
+                }
                 if is_rollout_decision(&payload, &me) {
                     match store.rollouts().await {
                         Ok(decisions) => {
@@ -604,6 +641,14 @@ pub async fn relay(fleet: Arc<Fleet>, store: Arc<FleetStore>, shutdown: Cancella
             }
         }
     }
+}
+
+/// Another replica took a new revision: its commit.
+fn revision_taken_elsewhere(payload: &str, me: &str) -> Option<String> {
+    serde_json::from_str::<ForwardedAction>(payload)
+        .ok()
+        .filter(|f| f.action == REVISION_TAKEN && f.replica != me)
+        .map(|f| f.uid)
 }
 
 /// Another replica stored rollout decisions.

@@ -257,6 +257,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
     let shutdown = CancellationToken::new();
     let sessions = TaskTracker::new();
     let mut tasks = JoinSet::new();
+    let refresh = Arc::new(tokio::sync::Notify::new());
     attach(
         Attach {
             fleet: fleet.clone(),
@@ -266,6 +267,7 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
             password: store_password,
             replica_id: options.fleet_store.replica_id(),
             flush_interval: options.fleet_store.store_flush_interval,
+            refresh: refresh.clone(),
         },
         shutdown.clone(),
         &mut tasks,
@@ -294,7 +296,6 @@ pub async fn start(options: ServeOptions) -> anyhow::Result<Server> {
         idle_timeout: options.idle_timeout,
         ping_interval: options.fleet.heartbeat_interval,
     });
-    let refresh = Arc::new(tokio::sync::Notify::new());
     let read_tokens = admin_tokens.clone();
     let admin_app = admin::router(AdminState {
         fleet: fleet.clone(),
