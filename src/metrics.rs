@@ -96,6 +96,9 @@ pub struct Metrics {
     pub compile_failures: Counter,
     pub render_errors: Counter,
     pub store_errors: Counter,
+    /// Batches written to the fleet store, and the agent rows in them.
+    pub store_writes: Counter,
+    pub store_agent_writes: Counter,
     pub messages: Family<DirectionLabels, Counter>,
     pub received_bytes: Counter,
     pub sent_bytes: Counter,
@@ -137,6 +140,8 @@ impl Metrics {
             compile_failures: Counter::default(),
             render_errors: Counter::default(),
             store_errors: Counter::default(),
+            store_writes: Counter::default(),
+            store_agent_writes: Counter::default(),
             messages: Family::default(),
             received_bytes: Counter::default(),
             sent_bytes: Counter::default(),
@@ -215,6 +220,16 @@ impl Metrics {
             "store_errors",
             "Failed writes to the fleet store (retried at the next flush)",
             m.store_errors.clone(),
+        );
+        registry.register(
+            "store_writes",
+            "Flushes written to the fleet store (one per --store-flush-interval)",
+            m.store_writes.clone(),
+        );
+        registry.register(
+            "store_agent_writes",
+            "Agent rows written to the fleet store (an agent whose state changed since the last flush)",
+            m.store_agent_writes.clone(),
         );
         registry.register(
             "messages",

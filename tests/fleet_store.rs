@@ -95,6 +95,12 @@ async fn a_killed_server_restarts_with_its_fleet_and_sends_nothing_to_agents_tha
         (all && left).then_some(())
     })
     .await;
+    let metrics = get(first.admin, "/metrics").body;
+    assert!(metric(&metrics, "opamp_gitops_store_writes_total") >= 1.0);
+    assert!(
+        metric(&metrics, "opamp_gitops_store_agent_writes_total") >= 5.0,
+        "each of the five agents written: {metrics}"
+    );
     first.kill();
 
     // Act: a new server on the same store; the agents reconnect.

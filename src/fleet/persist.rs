@@ -836,6 +836,8 @@ impl Flusher {
         };
         match outcome {
             Ok(()) => {
+                self.metrics.store_writes.inc();
+                self.metrics.store_agent_writes.inc_by(written as u64);
                 if persist.set_outcome(None) {
                     tracing::info!(
                         backend = self.store.backend(),
