@@ -243,6 +243,7 @@ replicas_run() {
     sleep 0.2
   done
   record ours replicas_summary_total "$total"
+  record ours replicas_summary_statuses "$(curl -s "http://127.0.0.1:$last/api/summary" | python3 -c 'import json,sys; print(" ".join(f"{k}={v}" for k, v in json.load(sys.stdin)["by_status"] if v))')"
   latency replicas_summary "http://127.0.0.1:$last/api/summary" 20
   local query="label=environment=production&status=applied&sort=-last_seen&limit=50&offset=1000"
   latency replicas_agents_page "http://127.0.0.1:$last/api/agents?$query" 20

@@ -84,7 +84,7 @@ pub struct FleetSummary {
     responses((status = 200, description = "Counts over the whole fleet", body = FleetSummary)))]
 pub async fn summary(State(state): State<AdminState>) -> Json<FleetSummary> {
     Json(FleetSummary {
-        counts: crate::fleet::view::counts(&state.fleet.summaries()),
+        counts: state.fleet.counts(),
         store: state.fleet.store_status(),
         replica: state.fleet.replica_id(),
     })

@@ -128,6 +128,7 @@ async fn run(a: Attach, store: Arc<FleetStore>, event_ids_from: u64, shutdown: C
         interval: a.flush_interval,
         replica: replica.clone(),
         event_ids_from,
+        remote_pace: Default::default(),
     };
     tokio::join!(
         relay(

@@ -6,8 +6,44 @@
 //! (extra entries, such as the Supervisor's extension, allowed).
 
 use crate::repo::fleet::deep_merge;
+use crate::repo::hash::ConfigHash;
 use serde_json::Value;
-use std::collections::BTreeMap;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{LazyLock, Mutex};
+
+/// Verdicts already reached, by desired hash and the hash of the effective files: agents that
+/// run the same config share one (parsing YAML is what a verdict costs). Cleared when full.
+static VERDICTS: LazyLock<Mutex<HashMap<(ConfigHash, ConfigHash), Option<bool>>>> =
+    LazyLock::new(Default::default);
+const VERDICTS_KEPT: usize = 4096;
+
+/// `drifted`, reached once per distinct pair of desired config and effective files.
+pub fn drifted_memoized<E: AsRef<[u8]>>(
+    desired_hash: ConfigHash,
+    desired: &BTreeMap<String, impl AsRef<[u8]>>,
+    effective: &BTreeMap<String, E>,
+) -> Option<bool> {
+    let mut sha = Sha256::new();
+    for (name, body) in effective {
+        for part in [name.as_bytes(), body.as_ref()] {
+            sha.update((part.len() as u64).to_be_bytes());
+            sha.update(part);
+        }
+    }
+    let key = (desired_hash, ConfigHash::from(sha.finalize()));
+    let verdicts = || VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(verdict) = verdicts().get(&key) {
+        return *verdict;
+    }
+    let verdict = drifted(desired, effective);
+    let mut kept = verdicts();
+    if kept.len() >= VERDICTS_KEPT {
+        kept.clear();
+    }
+    kept.insert(key, verdict);
+    verdict
+}
 
 /// What collectors put in place of a value they do not report.
 const REDACTED: &[&str] = &["[REDACTED]", "<redacted>"];
@@ -110,6 +146,20 @@ mod tests {
             ),
             Some(false)
         );
+    }
+
+    #[test]
+    fn shared_verdicts_are_kept_per_effective_config() {
+        let desired = files(&[("collector.yaml", DESIRED)]);
+        let hash = [7u8; 32];
+        let kept = files(&[("collector.yaml", DESIRED)]);
+        let changed = files(&[("collector.yaml", &DESIRED.replace("4317", "4318"))]);
+        for _ in 0..2 {
+            assert_eq!(drifted_memoized(hash, &desired, &kept), Some(false));
+            assert_eq!(drifted_memoized(hash, &desired, &changed), Some(true));
+        }
+        let renamed = files(&[("other.yaml", &DESIRED.replace("4317", "4318"))]);
+        assert_eq!(drifted_memoized(hash, &desired, &renamed), Some(true));
     }
 
     #[test]

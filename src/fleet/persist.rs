@@ -694,14 +694,47 @@ pub struct Flusher {
     /// Added to the audit log's ids when written: past the stored ones when the store opened
     /// only after events were recorded (a start while it was down).
     pub event_ids_from: u64,
+    pub remote_pace: RemotePace,
+}
+
+/// When the other replicas' agents and events were last read, and how long that took: they are
+/// read at most once a flush, and a replica spends at most a tenth of its time reading them, so
+/// a large fleet is read less often instead of keeping the replica busy; but at least every
+/// [`REMOTE_READ_MAX_GAP`], so that one read slowed by a busy machine does not leave the view
+/// old for long.
+#[derive(Debug, Default)]
+pub struct RemotePace(Mutex<Option<(Instant, Duration)>>);
+
+pub const REMOTE_READ_MAX_GAP: Duration = Duration::from_secs(30);
+
+impl RemotePace {
+    fn due(&self, interval: Duration) -> bool {
+        match *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => true,
+            Some((started, took)) => {
+                let gap = interval.max((took * 10).min(REMOTE_READ_MAX_GAP));
+                started.elapsed() >= gap
+            }
+        }
+    }
+
+    fn read(&self, started: Instant) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((started, started.elapsed()));
+    }
 }
 
 impl Flusher {
     /// With a shared store: the agents other replicas hold, for the API to show.
     async fn read_remote(&self) {
-        if self.store.shared().is_none() {
+        if self.store.shared().is_none() || !self.remote_pace.due(self.interval) {
             return;
         }
+        let started = Instant::now();
+        self.read_remote_now().await;
+        self.remote_pace.read(started);
+    }
+
+    async fn read_remote_now(&self) {
         match self
             .store
             .remote_agents(&self.replica.replica_id, REPLICA_LEASE)
@@ -868,5 +901,32 @@ impl Flusher {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remote_read_is_paced_by_its_own_duration_up_to_a_bound() {
+        let pace = RemotePace::default();
+        assert!(pace.due(Duration::from_secs(1)), "never read: due");
+        pace.read(Instant::now());
+        assert!(!pace.due(Duration::from_secs(1)), "just read: not due");
+        let long_ago = Instant::now() - Duration::from_secs(20);
+        *pace.0.lock().unwrap() = Some((long_ago, Duration::from_secs(1)));
+        assert!(
+            pace.due(Duration::from_secs(1)),
+            "a 1 s read waits 10 s, and 20 s have passed"
+        );
+        *pace.0.lock().unwrap() = Some((long_ago, Duration::from_secs(3)));
+        assert!(!pace.due(Duration::from_secs(1)), "a 3 s read waits 30 s");
+        let longer_ago = Instant::now() - REMOTE_READ_MAX_GAP;
+        *pace.0.lock().unwrap() = Some((longer_ago, Duration::from_secs(60)));
+        assert!(
+            pace.due(Duration::from_secs(1)),
+            "never longer than the bound"
+        );
     }
 }

@@ -153,9 +153,9 @@ impl AgentRecord {
                 return verdict;
             }
         }
-        let verdict = self
-            .effective_files()
-            .and_then(|effective| super::drift::drifted(&desired.files, &effective));
+        let verdict = self.effective_files().and_then(|effective| {
+            super::drift::drifted_memoized(desired.hash, &desired.files, &effective)
+        });
         self.drift_memo
             .set(Some((desired.hash, self.effective_version, verdict)));
         verdict

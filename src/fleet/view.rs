@@ -2,6 +2,7 @@
 //! agent, computed from its record and the current revision.
 
 use super::record::{AgentRecord, Transport};
+use super::served::Served;
 use super::status::{status, Status};
 use super::Fleet;
 use crate::repo::Desired;
@@ -34,18 +35,24 @@ pub struct AgentSummary {
 }
 
 impl Fleet {
-    pub fn summary(&self, rec: &AgentRecord) -> AgentSummary {
-        let served = self.served();
-        let desired = self.desired_of(served.as_deref(), rec);
-        let mut summary_status = status(&rec.state, &desired);
-        if let (Status::Applied, Desired::Config(config)) = (summary_status, &desired) {
+    /// The agent's desired config and the status it shows (drift and rollout holds included).
+    fn shown_status(&self, served: Option<&Served>, rec: &AgentRecord) -> (Desired, Status) {
+        let desired = self.desired_of(served, rec);
+        let mut shown = status(&rec.state, &desired);
+        if let (Status::Applied, Desired::Config(config)) = (shown, &desired) {
             if rec.drifted_from(config) == Some(true) {
-                summary_status = Status::Drifted;
+                shown = Status::Drifted;
             }
         }
-        if summary_status == Status::Pending && self.held(rec, &desired, served.as_deref()) {
-            summary_status = Status::Waiting;
+        if shown == Status::Pending && self.held(rec, &desired, served) {
+            shown = Status::Waiting;
         }
+        (desired, shown)
+    }
+
+    pub fn summary(&self, rec: &AgentRecord) -> AgentSummary {
+        let served = self.served();
+        let (desired, summary_status) = self.shown_status(served.as_deref(), rec);
         let desired_hash = match &desired {
             Desired::Config(c) => Some(c.hash_hex()),
             _ => None,
@@ -79,6 +86,29 @@ impl Fleet {
                 .filter(|h| !h.healthy && !h.last_error.is_empty())
                 .map(|h| h.last_error.clone()),
         }
+    }
+
+    /// The counts of `/api/summary` over every visible agent, without building each agent's
+    /// summary (its attribute copies and formatted fields).
+    pub fn counts(&self) -> FleetCounts {
+        let served = self.served();
+        let records = self.visible_records();
+        tally(records.iter().map(|record| {
+            let rec = record.lock().unwrap_or_else(|e| e.into_inner());
+            let (_, status) = self.shown_status(served.as_deref(), &rec);
+            let stale = self.is_stale(&rec);
+            Tally {
+                status,
+                stale,
+                connected: rec.connected && !stale,
+                healthy: rec
+                    .state
+                    .health
+                    .as_ref()
+                    .filter(|_| rec.connected)
+                    .map(|h| h.healthy),
+            }
+        }))
     }
 
     /// Every agent's summary, ordered by uid.
@@ -168,13 +198,30 @@ pub struct FleetCounts {
     pub disconnected: usize,
 }
 
+/// What the fleet counts take from one agent.
+struct Tally {
+    status: Status,
+    stale: bool,
+    connected: bool,
+    healthy: Option<bool>,
+}
+
 pub fn counts(agents: &[AgentSummary]) -> FleetCounts {
+    tally(agents.iter().map(|agent| Tally {
+        status: agent.status,
+        stale: agent.stale,
+        connected: agent.connected,
+        healthy: agent.healthy,
+    }))
+}
+
+fn tally(agents: impl Iterator<Item = Tally>) -> FleetCounts {
     let mut counts = FleetCounts {
-        total: agents.len(),
         by_status: Status::ALL.iter().map(|s| (s.as_str(), 0)).collect(),
         ..FleetCounts::default()
     };
     for agent in agents {
+        counts.total += 1;
         if let Some(entry) = counts
             .by_status
             .iter_mut()

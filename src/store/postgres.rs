@@ -369,16 +369,18 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(text: &str) -> T {
     serde_json::from_str(text).unwrap_or_default()
 }
 
-async fn load(client: &mut Client, me: &str) -> Result<Loaded, tokio_postgres::Error> {
+/// Agent history rows, by agent, oldest first; `filter` is a `WHERE` clause or empty.
+async fn history_where(
+    client: &Client,
+    filter: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<HashMap<Vec<u8>, Vec<HistoryEntry>>, tokio_postgres::Error> {
     let mut history: HashMap<Vec<u8>, Vec<HistoryEntry>> = HashMap::new();
-    for r in client
-        .query(
-            "SELECT instance_uid, revision, config_hash, applied_at, left_at FROM agent_history
-             ORDER BY instance_uid, seq",
-            &[],
-        )
-        .await?
-    {
+    let query = format!(
+        "SELECT instance_uid, revision, config_hash, applied_at, left_at FROM agent_history {filter}
+         ORDER BY instance_uid, seq"
+    );
+    for r in client.query(&query, params).await? {
         history
             .entry(r.get::<_, Vec<u8>>(0))
             .or_default()
@@ -389,19 +391,28 @@ async fn load(client: &mut Client, me: &str) -> Result<Loaded, tokio_postgres::E
                 left_at: r.get::<_, Option<i64>>(4).map(from_millis),
             });
     }
+    Ok(history)
+}
+
+/// Agent rows (`agents a`, joined and filtered by `from`), each with its `history`; `live` is
+/// a boolean column: false shows the agent disconnected whatever its row says.
+async fn agents_where(
+    client: &Client,
+    live: &str,
+    from: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    mut history: HashMap<Vec<u8>, Vec<HistoryEntry>>,
+) -> Result<Vec<StoredAgent>, tokio_postgres::Error> {
+    let query = format!(
+        "SELECT a.instance_uid, a.identifying::text, a.non_identifying::text, a.capabilities,
+            a.sequence_num, a.reported_hash, a.remote_config_status, a.error_message, a.healthy,
+            a.health_status, a.health_error, a.effective_config_hash, a.effective_config::text,
+            a.desired_hash, a.revision, a.rule, a.transport, a.replica_id, a.connected,
+            a.first_seen, a.last_seen, a.token_name, {live}
+         FROM agents a {from}"
+    );
     let mut agents = Vec::new();
-    for r in client
-        .query(
-            "SELECT instance_uid, identifying::text, non_identifying::text, capabilities,
-                sequence_num, reported_hash, remote_config_status, error_message, healthy,
-                health_status, health_error, effective_config_hash, effective_config::text,
-                desired_hash, revision, rule, transport, replica_id, connected, first_seen,
-                last_seen, token_name
-             FROM agents",
-            &[],
-        )
-        .await?
-    {
+    for r in client.query(&query, params).await? {
         let uid: Vec<u8> = r.get(0);
         let Ok(instance_uid) = <[u8; 16]>::try_from(uid.as_slice()) else {
             continue;
@@ -425,13 +436,19 @@ async fn load(client: &mut Client, me: &str) -> Result<Loaded, tokio_postgres::E
             rule: r.get(15),
             transport: r.get(16),
             replica_id: r.get(17),
-            connected: r.get(18),
+            connected: r.get::<_, bool>(18) && r.get::<_, bool>(22),
             first_seen: from_millis(r.get(19)),
             last_seen: from_millis(r.get(20)),
             token_name: r.get(21),
             history: Some(history.remove(&uid).unwrap_or_default()),
         });
     }
+    Ok(agents)
+}
+
+async fn load(client: &mut Client, me: &str) -> Result<Loaded, tokio_postgres::Error> {
+    let history = history_where(client, "", &[]).await?;
+    let agents = agents_where(client, "true", "", &[], history).await?;
     let mut events: Vec<StoredEvent> = client
         .query(
             "SELECT id, at, body::text FROM events WHERE replica_id = $2 ORDER BY id DESC LIMIT $1",
@@ -486,25 +503,22 @@ impl PostgresStore {
         let mut guard = self.client.lock().await;
         let client = self.connected(&mut guard).await?;
         let fresh = to_millis(SystemTime::now() - lease);
-        let rows = client
-            .query(
-                "SELECT a.instance_uid, COALESCE(r.heartbeat_at >= $2, false) FROM agents a
-                 LEFT JOIN replicas r ON r.replica_id = a.replica_id WHERE a.replica_id <> $1",
-                &[&me, &fresh],
-            )
-            .await
-            .map_err(|e| io(&self.target, e))?;
-        let live: HashMap<Vec<u8>, bool> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let loaded = load(client, me).await.map_err(|e| io(&self.target, e))?;
-        Ok(loaded
-            .agents
-            .into_iter()
-            .filter_map(|mut a| {
-                let alive = *live.get(&a.instance_uid[..])?;
-                a.connected &= alive;
-                Some(a)
-            })
-            .collect())
+        let history = history_where(
+            client,
+            "WHERE instance_uid IN (SELECT instance_uid FROM agents WHERE replica_id <> $1)",
+            &[&me],
+        )
+        .await
+        .map_err(|e| io(&self.target, e))?;
+        agents_where(
+            client,
+            "COALESCE(r.heartbeat_at >= $2, false)",
+            "LEFT JOIN replicas r ON r.replica_id = a.replica_id WHERE a.replica_id <> $1",
+            &[&me, &fresh],
+            history,
+        )
+        .await
+        .map_err(|e| io(&self.target, e))
     }
 
     /// Every replica's decisions on rollouts.
