@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::admin::{api, github_push, post};
+use common::admin::{api, github_push};
 use common::agent::{config_hash, Identity, WsAgent};
 use common::deploy::{object, render, Launch};
 use common::git::GitRemote;

@@ -14,8 +14,9 @@ use std::sync::{LazyLock, Mutex};
 
 /// Verdicts already reached, by desired hash and the hash of the effective files: agents that
 /// run the same config share one (parsing YAML is what a verdict costs). Cleared when full.
-static VERDICTS: LazyLock<Mutex<HashMap<(ConfigHash, ConfigHash), Option<bool>>>> =
-    LazyLock::new(Default::default);
+static VERDICTS: LazyLock<Mutex<Verdicts>> = LazyLock::new(Default::default);
+/// By (desired hash, effective files hash).
+type Verdicts = HashMap<(ConfigHash, ConfigHash), Option<bool>>;
 const VERDICTS_KEPT: usize = 4096;
 
 /// `drifted`, reached once per distinct pair of desired config and effective files.
