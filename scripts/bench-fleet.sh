@@ -158,7 +158,7 @@ latency() {
 
 # ---- store: CPU and writes per second with agents heartbeating, then a restart ----
 store_run() { # KIND (memory|sqlite|postgres) SUBNET
-  local kind="$1" subnet="$2" store=() opamp admin lg="$OUT/store-$1.jsonl" line
+  local kind="$1" subnet="$2" store=() opamp admin lg="$OUT/store-$1.jsonl"
   opamp="$(free_port)"; admin="$(free_port)"
   case "$kind" in
     memory) store=(--store memory) ;;
@@ -190,13 +190,7 @@ store_run() { # KIND (memory|sqlite|postgres) SUBNET
   say "[store $kind] restart"
   stop_pid "$SPID"
   CACHE_NAME="store-$kind" serve "store-$kind-2" "$OUT/plain" "$opamp" "$admin" "${store[@]}"
-  if line="$(wait_event "$lg" reconnected "$WAIT")"; then
-    record "$kind" restart_back_s "$(python3 -c "v='$(field "$line" after_ms)'; print(int(v)/1000 if v else 'not all back')")"
-    record "$kind" restart_configs_received "$(field "$line" configs_received)"
-    record "$kind" restart_full_state_requests "$(field "$line" full_state_requests)"
-  else
-    say "[store $kind] the agents did not all come back within ${WAIT}s"
-  fi
+  record_back "$kind" restart "$lg" "$WAIT"
   record "$kind" restart_server_pushes "$(metric_of "$admin" opamp_gitops_config_pushes_total)"
   record "$kind" restart_server_full_states "$(metric_of "$admin" opamp_gitops_full_state_requests_total)"
   stop_pid "$lgpid"

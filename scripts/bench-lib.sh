@@ -54,3 +54,15 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 now() { date +%s.%N; }
 record() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$RESULTS"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# record_back TARGET PREFIX LOADGEN_JSONL SECONDS: after a restart, records when every agent was
+# back, the configs it received and the full-state requests, as loadgen counted them
+record_back() {
+  local line
+  if line="$(wait_event "$3" reconnected "$4")"; then
+    record "$1" "${2}_back_s" "$(python3 -c "v='$(field "$line" after_ms)'; print(int(v)/1000 if v else 'not all back')")"
+    record "$1" "${2}_configs_received" "$(field "$line" configs_received)"
+    record "$1" "${2}_full_state_requests" "$(field "$line" full_state_requests)"
+  else
+    say "[$1] the agents did not all come back within ${4}s"
+  fi
+}

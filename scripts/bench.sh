@@ -219,13 +219,7 @@ ws_run() { # TARGET SUBNET
   say "[$target] restart"
   stop_pid "$SPID"
   start_server "$target" 1 ws
-  if line="$(wait_event "$lg" reconnected "$WAIT")"; then
-    record "$target" reconnect_all_back_s "$(python3 -c "v='$(field "$line" after_ms)'; print(int(v)/1000 if v else 'not all back')")"
-    record "$target" reconnect_configs_received "$(field "$line" configs_received)"
-    record "$target" reconnect_full_state_requests "$(field "$line" full_state_requests)"
-  else
-    say "[$target] the agents did not all come back within ${WAIT}s"
-  fi
+  record_back "$target" reconnect_all "$lg" "$WAIT"
   local counts
   counts="$(server_counts "$target")"
   record "$target" reconnect_server_pushes "${counts% *}"
@@ -296,9 +290,9 @@ rows = [
     ("heartbeat_cpu_pct", f"server CPU, {agents} WS agents heartbeating every {heartbeat} (% of a core)"),
     ("cpu_us_per_heartbeat", "server CPU per heartbeat (µs)"),
     ("reconnect_all_back_s", "restart -> all agents back (s)"),
-    ("reconnect_configs_received", "configs pushed after the restart (loadgen count)"),
+    ("reconnect_all_configs_received", "configs pushed after the restart (loadgen count)"),
     ("reconnect_server_pushes", "configs pushed after the restart (server count)"),
-    ("reconnect_full_state_requests", "ReportFullState requests after the restart (loadgen count)"),
+    ("reconnect_all_full_state_requests", "ReportFullState requests after the restart (loadgen count)"),
     ("reconnect_server_full_states", "ReportFullState requests after the restart (server count)"),
     ("http_p50_ms", f"HTTP poll p50, {http_agents} pollers every {poll} (ms)"),
     ("http_p99_ms", f"HTTP poll p99, {http_agents} pollers every {poll} (ms)"),

@@ -96,7 +96,7 @@ pub struct Metrics {
     pub compile_failures: Counter,
     pub render_errors: Counter,
     pub store_errors: Counter,
-    /// Batches written to the fleet store, and the agent rows in them.
+    /// Flushes written to the fleet store, and the agent rows in them.
     pub store_writes: Counter,
     pub store_agent_writes: Counter,
     pub messages: Family<DirectionLabels, Counter>,

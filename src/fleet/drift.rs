@@ -6,9 +6,8 @@
 //! (extra entries, such as the Supervisor's extension, allowed).
 
 use crate::repo::fleet::deep_merge;
-use crate::repo::hash::ConfigHash;
+use crate::repo::hash::{config_hash, ConfigHash};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{LazyLock, Mutex};
 
@@ -25,14 +24,7 @@ pub fn drifted_memoized<E: AsRef<[u8]>>(
     desired: &BTreeMap<String, impl AsRef<[u8]>>,
     effective: &BTreeMap<String, E>,
 ) -> Option<bool> {
-    let mut sha = Sha256::new();
-    for (name, body) in effective {
-        for part in [name.as_bytes(), body.as_ref()] {
-            sha.update((part.len() as u64).to_be_bytes());
-            sha.update(part);
-        }
-    }
-    let key = (desired_hash, ConfigHash::from(sha.finalize()));
+    let key = (desired_hash, config_hash(effective));
     let verdicts = || VERDICTS.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(verdict) = verdicts().get(&key) {
         return *verdict;

@@ -5,6 +5,7 @@ use super::record::{AgentRecord, Transport};
 use super::served::Served;
 use super::status::{status, Status};
 use super::Fleet;
+use crate::opamp::proto::ComponentHealth;
 use crate::repo::Desired;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -65,15 +66,14 @@ impl Fleet {
                 }
                 _ => self.revision_of(&running),
             });
-        let connected = rec.connected && !self.is_stale(rec);
-        let health = rec.state.health.as_ref().filter(|_| rec.connected);
+        let (stale, connected, health) = self.presence(rec);
         AgentSummary {
             instance_uid: rec.uid.to_string(),
             attributes: rec.info.attributes.clone(),
             rule: desired.rule().map(str::to_owned),
             status: summary_status,
             connected,
-            stale: self.is_stale(rec),
+            stale,
             healthy: health.map(|h| h.healthy),
             transport: rec.transport,
             desired_hash,
@@ -96,19 +96,22 @@ impl Fleet {
         tally(records.iter().map(|record| {
             let rec = record.lock().unwrap_or_else(|e| e.into_inner());
             let (_, status) = self.shown_status(served.as_deref(), &rec);
-            let stale = self.is_stale(&rec);
+            let (stale, connected, health) = self.presence(&rec);
             Tally {
                 status,
                 stale,
-                connected: rec.connected && !stale,
-                healthy: rec
-                    .state
-                    .health
-                    .as_ref()
-                    .filter(|_| rec.connected)
-                    .map(|h| h.healthy),
+                connected,
+                healthy: health.map(|h| h.healthy),
             }
         }))
+    }
+
+    /// Whether the agent is stale, whether it counts as connected (and not stale), and its
+    /// health while connected: a disconnected agent's health is unknown.
+    fn presence<'r>(&self, rec: &'r AgentRecord) -> (bool, bool, Option<&'r ComponentHealth>) {
+        let stale = self.is_stale(rec);
+        let health = rec.state.health.as_ref().filter(|_| rec.connected);
+        (stale, rec.connected && !stale, health)
     }
 
     /// Every agent's summary, ordered by uid.
